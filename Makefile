@@ -1,0 +1,47 @@
+# The workflow suite's tasks. `make` (or `make help`) lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+export UV_PYTHON_DOWNLOADS := never
+# uv itself: installed with pip when missing (a fresh machine has only python3 and pip).
+UV ?= $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
+PYTEST_ARGS ?=
+
+.PHONY: help
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: bootstrap
+bootstrap: ## Install uv if missing and sync the locked environment (.venv)
+	@command -v uv >/dev/null 2>&1 || test -x "$(UV)" || python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
+	@$(MAKE) --no-print-directory _sync UV="$$(command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)"
+
+.PHONY: _sync
+_sync:
+	$(UV) sync --frozen --all-packages
+
+.PHONY: dev
+dev: bootstrap ## Run the suite locally: Postgres :5433, NATS :4222, services; Ctrl-C stops everything
+	$(UV) run --frozen python -m wf_stack dev
+
+.PHONY: test
+test: bootstrap ## Run every test against a throwaway Postgres and nats-server (what CI runs)
+	$(UV) run --frozen python -m wf_stack run -- python -m pytest $(PYTEST_ARGS)
+
+.PHONY: lint
+lint: bootstrap ## ruff check and format check
+	$(UV) run --frozen ruff check .
+	$(UV) run --frozen ruff format --check .
+
+.PHONY: typecheck
+typecheck: bootstrap ## pyright (strict) on libs and services
+	$(UV) run --frozen pyright
+
+.PHONY: format
+format: bootstrap ## Format the code and apply safe lint fixes
+	$(UV) run --frozen ruff format .
+	$(UV) run --frozen ruff check --fix .
+
+.PHONY: clean
+clean: ## Remove the environment, caches and dev data (.venv, .dev, .tools)
+	rm -rf .venv .dev .tools .pytest_cache .ruff_cache .hypothesis test-artifacts
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,765 @@
+"""The pure engine: ``(definition, state, event) -> (state, commands)``.
+
+No I/O and no clock: time comes in with each event (``event.at``); ids are derived from the
+instance id and a counter (UUID 5), so replaying the same events gives the same state and commands.
+The orchestrator persists the state and carries out the commands; :class:`~workflow_core.local.LocalEngine`
+does the same in memory.
+
+Semantics (BPMN sequence flows):
+
+- Out of a plain step every unconditional edge is taken (several make parallel branches), every
+  conditional edge that holds is taken, and the default edge only when no conditional edge held.
+  A step whose outgoing edges are all conditional, none holding and no default, raises an incident.
+- An exclusive gateway takes the first edge, in order, that holds, else its default, else an
+  incident; a parallel gateway takes every edge; an inclusive gateway every edge that holds, else
+  its default, else an incident.
+- A node with several incoming edges is a join: it fires once no other live token (a running step,
+  a waiting task, timer or signal, an incident, or a token waiting at another join) can still reach
+  it, consuming every token that arrived. So the step after a fork runs once, after an inclusive
+  split it waits only for the branches taken, and after an exclusive split it does not wait at all.
+- A node with ``max_visits`` raises an incident when a token would exceed it (loops are bounded).
+- A machine step failure is retried by its policy (a retry timer, then a new attempt); a step past
+  its deadline is retried the same way (``DeadlineExceeded``); when retries run out, ``on_error``
+  edges are taken if the step has any, else an incident opens and the instance is ``failed``
+  until it is retried.
+- A signal no step waits for is kept until a step waits for it.
+- The instance completes when no token and no live step is left; cancel withdraws tasks and timers.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import msgspec
+
+from workflow_core.errors import (
+    EngineError,
+    InstanceNotActiveError,
+    NoIncidentError,
+    TaskDataInvalidError,
+    ValidationIssue,
+)
+from workflow_core.expressions import ExpressionError, compile_expression
+from workflow_core.forms import validate_form_data
+from workflow_core.graph import CompiledGraph, GraphEdge, GraphNode
+from workflow_core.models import (
+    Activation,
+    CancelInstance,
+    CancelRequested,
+    CancelTask,
+    CancelTimer,
+    Command,
+    CompleteInstance,
+    CreateTask,
+    DispatchJob,
+    EscalateTask,
+    Event,
+    FailInstance,
+    Incident,
+    InstanceState,
+    InstanceStatus,
+    PendingSignal,
+    RaiseIncident,
+    RetryRequested,
+    SignalReceived,
+    Started,
+    StartTimer,
+    StepCompleted,
+    StepError,
+    StepFailed,
+    StepKind,
+    StepRecord,
+    StepStatus,
+    TaskCompleted,
+    TimerFired,
+    TimerKind,
+    Token,
+)
+from workflow_core.wire import HumanStepSpec, MachineStepSpec, SignalStepSpec, TimerStepSpec
+
+__all__ = ["MAX_ACTIVATIONS_PER_EVENT", "Transition", "WorkflowMachine", "backoff_delay", "transition"]
+
+MAX_ACTIVATIONS_PER_EVENT = 10_000
+"""A safety net: one event never activates more nodes than this (loops are bounded anyway)."""
+
+_ID_NAMESPACE = uuid.UUID("6f1c2a8e-3b7d-5c4e-9a0b-1d2e3f405162")
+_ENDED = (InstanceStatus.COMPLETED, InstanceStatus.CANCELLED)
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """What applying one event gave: the new state, the commands to carry out, and (when the event
+    changed nothing) why it was ignored: ``stale``, ``unknown``, ``ended``."""
+
+    state: InstanceState
+    commands: list[Command]
+    ignored: str | None = None
+
+
+def backoff_delay(spec: MachineStepSpec, attempt: int) -> float:
+    """Seconds to wait before attempt ``attempt + 1`` after attempt ``attempt`` failed."""
+    policy = spec.retry
+    if policy.backoff == "fixed":
+        return min(policy.initial_interval, policy.max_interval)
+    return min(policy.initial_interval * policy.multiplier ** max(attempt - 1, 0), policy.max_interval)
+
+
+def transition(
+    graph: CompiledGraph,
+    state: InstanceState | None,
+    event: Event,
+    *,
+    definition: str = "",
+    version: str = "",
+) -> Transition:
+    """Apply ``event`` to ``state`` (``None`` for :class:`Started`); see :class:`WorkflowMachine`."""
+    return WorkflowMachine(graph, name=definition, version=version).apply(state, event)
+
+
+class WorkflowMachine:
+    """The state machine of one definition.
+
+    Args:
+        graph: The definition's compiled graph (``definition.graph``).
+        name: The definition's name, recorded in new states.
+        version: The definition's version, recorded in new states.
+    """
+
+    def __init__(self, graph: CompiledGraph, *, name: str, version: str) -> None:
+        self.graph = graph
+        self.name = name
+        self.version = version
+
+    @classmethod
+    def for_definition(cls, definition: Any) -> WorkflowMachine:
+        """The machine of a :class:`~workflow_core.definition.WorkflowDefinition`."""
+        return cls(definition.graph, name=definition.name, version=definition.version)
+
+    def apply(self, state: InstanceState | None, event: Event) -> Transition:
+        """Apply one event. The given state is not modified; the new state is returned.
+
+        Raises:
+            TaskDataInvalidError: task data violates the form (nothing changes).
+            InstanceNotActiveError: a retry or signal for an instance that already ended.
+            NoIncidentError: a retry without an open incident.
+            EngineError: a start for an existing state, or another event without one.
+        """
+        if isinstance(event, Started):
+            if state is not None:
+                raise EngineError("instance already started")
+            return _Run(self, _new_state(self, event), event.at).start(event)
+        if state is None:
+            raise EngineError("no state for an instance that was never started")
+        run = _Run(self, _copy(state), event.at)
+        return run.handle(event)
+
+
+def _new_state(machine: WorkflowMachine, event: Started) -> InstanceState:
+    return InstanceState(
+        instance_id=event.instance_id,
+        definition=machine.name,
+        version=machine.version,
+        status=InstanceStatus.RUNNING,
+        data=dict(event.input),
+        started_at=event.at,
+        updated_at=event.at,
+        tenant_id=event.tenant_id,
+        user_id=event.user_id,
+        business_key=event.business_key,
+    )
+
+
+def _copy(state: InstanceState) -> InstanceState:
+    # Nested Structs are frozen and replaced, never changed, so copying the containers suffices.
+    return msgspec.structs.replace(
+        state,
+        data=dict(state.data),
+        tokens=list(state.tokens),
+        activations=list(state.activations),
+        visits=dict(state.visits),
+        incidents=list(state.incidents),
+        history=list(state.history),
+        pending_signals=list(state.pending_signals),
+    )
+
+
+@dataclass(slots=True)
+class _Run:
+    """One event's worth of work on a private copy of the state."""
+
+    machine: WorkflowMachine
+    state: InstanceState
+    at: datetime
+    commands: list[Command] = field(default_factory=list[Command])
+    arrivals: list[str] = field(default_factory=list[str])
+    activated: int = 0
+
+    @property
+    def graph(self) -> CompiledGraph:
+        return self.machine.graph
+
+    # ------------------------------------------------------------------ entry points
+
+    def start(self, event: Started) -> Transition:
+        self.arrivals.extend(self.graph.start)
+        return self._finish(previous=None)
+
+    def handle(self, event: Event) -> Transition:
+        previous = self.state.status
+        if previous in _ENDED:
+            if isinstance(event, RetryRequested | SignalReceived):
+                raise InstanceNotActiveError(self.state.instance_id, previous.value)
+            return Transition(self.state, [], ignored="ended")
+        ignored: str | None
+        match event:
+            case StepCompleted():
+                ignored = self._step_completed(event)
+            case StepFailed():
+                ignored = self._step_failed(event.job_id, event.attempt, event.error, event.worker)
+            case TaskCompleted():
+                ignored = self._task_completed(event)
+            case TimerFired():
+                ignored = self._timer_fired(event)
+            case SignalReceived():
+                ignored = self._signal(event)
+            case CancelRequested():
+                return self._cancel(event.reason)
+            case RetryRequested():
+                ignored = self._retry(event)
+            case Started():  # handled by WorkflowMachine.apply
+                raise EngineError("instance already started")
+        if ignored is not None:
+            return Transition(self.state, [], ignored=ignored)
+        return self._finish(previous=previous)
+
+    # ------------------------------------------------------------------ ids and bookkeeping
+
+    def _next_id(self) -> int:
+        self.state.seq += 1
+        return self.state.seq
+
+    def _uuid(self, kind: str, number: int) -> str:
+        return str(uuid.uuid5(_ID_NAMESPACE, f"{self.state.instance_id}/{kind}/{number}"))
+
+    def _record(self, node: str, kind: StepKind, status: StepStatus, **extra: Any) -> None:
+        self.state.history.append(StepRecord(node=node, kind=kind, status=status, at=self.at, **extra))
+
+    def _find(self, **match: Any) -> Activation | None:
+        for activation in self.state.activations:
+            if all(getattr(activation, k) == v for k, v in match.items()):
+                return activation
+        return None
+
+    def _replace(self, old: Activation, **changes: Any) -> Activation:
+        new = msgspec.structs.replace(old, **changes)
+        self.state.activations[self.state.activations.index(old)] = new
+        return new
+
+    def _remove(self, activation: Activation) -> None:
+        self.state.activations.remove(activation)
+
+    # ------------------------------------------------------------------ events
+
+    def _step_completed(self, event: StepCompleted) -> str | None:
+        activation = self._find(job_id=event.job_id)
+        if activation is None:
+            return "unknown"
+        if activation.attempt != event.attempt or activation.status is not StepStatus.RUNNING:
+            return "stale"
+        self._cancel_timer(activation)
+        self.state.data.update(event.output)
+        self._remove(activation)
+        self._record(
+            activation.node,
+            StepKind.MACHINE,
+            StepStatus.COMPLETED,
+            attempt=activation.attempt,
+            job_id=activation.job_id,
+            user=event.worker,
+        )
+        self._route(activation.node)
+        return None
+
+    def _step_failed(self, job_id: str, attempt: int, error: StepError, worker: str | None) -> str | None:
+        activation = self._find(job_id=job_id)
+        if activation is None:
+            return "unknown"
+        if activation.attempt != attempt or activation.status is not StepStatus.RUNNING:
+            return "stale"
+        node = self.graph.nodes[activation.node]
+        spec = node.spec
+        assert isinstance(spec, MachineStepSpec)
+        self._cancel_timer(activation)
+        self._record(
+            activation.node,
+            StepKind.MACHINE,
+            StepStatus.FAILED,
+            attempt=attempt,
+            job_id=job_id,
+            error=error,
+            user=worker,
+        )
+        retryable = error.retryable and error.type not in spec.retry.non_retryable_errors
+        if retryable and attempt - activation.retry_base < spec.retry.max_attempts:
+            timer_id = self._uuid("timer", self._next_id())
+            due = self.at + timedelta(seconds=backoff_delay(spec, attempt - activation.retry_base))
+            self._replace(activation, status=StepStatus.RETRY_SCHEDULED, timer_id=timer_id)
+            self.commands.append(
+                StartTimer(timer_id=timer_id, kind=TimerKind.RETRY, due_at=due, step=activation.node)
+            )
+            return None
+        error_edges = [e for e in self.graph.outgoing.get(activation.node, ()) if e.on_error]
+        if error_edges:
+            self._remove(activation)
+            self.state.data["last_error"] = {
+                "step": activation.node,
+                "type": error.type,
+                "message": error.message,
+            }
+            self._take(activation.node, self._select(node, error_edges))
+            return None
+        self._incident(
+            activation,
+            kind="step_failed",
+            message=f"step {activation.node} failed after {attempt} attempt(s): "
+            f"{error.type}: {error.message}",
+            error=error,
+        )
+        return None
+
+    def _task_completed(self, event: TaskCompleted) -> str | None:
+        activation = self._find(task_id=event.task_id)
+        if activation is None or activation.status is not StepStatus.WAITING:
+            return "unknown"
+        spec = self.graph.nodes[activation.node].spec
+        assert isinstance(spec, HumanStepSpec)
+        problems = validate_form_data(spec.form_schema, event.data) if spec.form_schema else []
+        if problems:
+            raise TaskDataInvalidError(
+                event.task_id, [ValidationIssue(path=p.path, message=p.message) for p in problems]
+            )
+        self._cancel_timer(activation)
+        self.state.data.update(event.data)
+        self._remove(activation)
+        self._record(
+            activation.node, StepKind.HUMAN, StepStatus.COMPLETED, task_id=event.task_id, user=event.user
+        )
+        self._route(activation.node)
+        return None
+
+    def _timer_fired(self, event: TimerFired) -> str | None:
+        activation = self._find(timer_id=event.timer_id)
+        if activation is None:
+            return "unknown"
+        node = self.graph.nodes[activation.node]
+        if activation.kind is StepKind.TIMER:
+            self._remove(activation)
+            self._record(activation.node, StepKind.TIMER, StepStatus.COMPLETED)
+            self._route(activation.node)
+        elif activation.status is StepStatus.RETRY_SCHEDULED:
+            self._dispatch(node, self._replace(activation, timer_id=None), attempt=activation.attempt + 1)
+        elif activation.status is StepStatus.RUNNING and activation.kind is StepKind.MACHINE:
+            # The attempt's deadline passed: abandon it (its late result is stale) and retry.
+            self._replace(activation, timer_id=None)
+            current = self._find(id=activation.id)
+            assert current is not None and current.job_id is not None
+            return self._step_failed(
+                current.job_id,
+                current.attempt,
+                StepError(type="DeadlineExceeded", message="the attempt passed its deadline", retryable=True),
+                None,
+            )
+        elif activation.kind is StepKind.HUMAN and activation.task_id is not None:
+            spec = node.spec
+            assert isinstance(spec, HumanStepSpec) and spec.escalation is not None
+            self._replace(activation, timer_id=None)
+            self.commands.append(
+                EscalateTask(
+                    task_id=activation.task_id,
+                    add_candidate_groups=list(spec.escalation.candidate_groups),
+                    priority=spec.escalation.priority,
+                )
+            )
+            self._record(activation.node, StepKind.HUMAN, StepStatus.WAITING, task_id=activation.task_id)
+        else:
+            return "stale"
+        return None
+
+    def _signal(self, event: SignalReceived) -> str | None:
+        waiting = [a for a in self.state.activations if a.kind is StepKind.SIGNAL and a.signal == event.name]
+        if not waiting:
+            self.state.pending_signals.append(
+                PendingSignal(name=event.name, data=dict(event.data), at=self.at)
+            )
+            return None
+        self.state.data.update(event.data)
+        for activation in waiting:
+            self._remove(activation)
+            self._record(activation.node, StepKind.SIGNAL, StepStatus.COMPLETED)
+            self._route(activation.node)
+        return None
+
+    def _cancel(self, reason: str) -> Transition:
+        for activation in self.state.activations:
+            if activation.task_id is not None and activation.status is StepStatus.WAITING:
+                self.commands.append(CancelTask(task_id=activation.task_id, reason=reason))
+            self._cancel_timer(activation)
+            self._record(
+                activation.node,
+                activation.kind,
+                StepStatus.CANCELLED,
+                attempt=activation.attempt,
+                job_id=activation.job_id,
+            )
+        self.state.activations.clear()
+        self.state.tokens.clear()
+        self.state.status = InstanceStatus.CANCELLED
+        self.state.cancel_reason = reason
+        self.state.ended_at = self.at
+        self.state.updated_at = self.at
+        self.commands.append(CancelInstance(reason=reason))
+        return Transition(self.state, self.commands)
+
+    def _retry(self, event: RetryRequested) -> str | None:
+        incidents = [i for i in self.state.incidents if event.incident_id in (None, i.id)]
+        if not incidents:
+            raise NoIncidentError(self.state.instance_id)
+        self.state.data.update(event.data)
+        for incident in incidents:
+            self.state.incidents.remove(incident)
+            activation = self._find(id=incident.activation_id)
+            if activation is None:
+                continue
+            node = self.graph.nodes[activation.node]
+            self._remove(activation)
+            if incident.kind == "step_failed":
+                fresh = msgspec.structs.replace(activation, retry_base=activation.attempt, incident_id=None)
+                self.state.activations.append(fresh)
+                self._dispatch(node, fresh, attempt=activation.attempt + 1)
+            elif incident.kind == "loop_bound":
+                self._activate(node, bypass_bound=True)
+            else:
+                self._route(node.id)
+        return None
+
+    # ------------------------------------------------------------------ routing
+
+    def _route(self, node_id: str) -> None:
+        node = self.graph.nodes[node_id]
+        edges = [e for e in self.graph.outgoing.get(node_id, ()) if not e.on_error]
+        if not edges:
+            return  # the token ends here
+        selected = self._select(node, edges)
+        if selected is not None:
+            self._take(node_id, selected)
+
+    def _select(self, node: GraphNode, edges: list[GraphEdge]) -> list[GraphEdge] | None:
+        """The edges a token leaves ``node`` by; None when an incident was raised instead."""
+        try:
+            if node.kind is StepKind.PARALLEL_GATEWAY:
+                return edges
+            defaults = [e for e in edges if e.default]
+            if node.kind is StepKind.EXCLUSIVE_GATEWAY:
+                for edge in sorted((e for e in edges if not e.default), key=lambda e: e.index):
+                    if edge.condition is None or self._holds(edge.condition):
+                        return [edge]
+                if defaults:
+                    return defaults
+                return self._no_path(
+                    node, "no outgoing edge of the exclusive gateway holds and it has no default"
+                )
+            if node.kind is StepKind.INCLUSIVE_GATEWAY:
+                taken = [
+                    e for e in edges if not e.default and (e.condition is None or self._holds(e.condition))
+                ]
+                if taken:
+                    return taken
+                if defaults:
+                    return defaults
+                return self._no_path(
+                    node, "no outgoing edge of the inclusive gateway holds and it has no default"
+                )
+            unconditional = [e for e in edges if e.condition is None and not e.default]
+            held = [e for e in edges if e.condition is not None and self._holds(e.condition)]
+            conditional = [e for e in edges if e.condition is not None]
+            taken = unconditional + held
+            if (conditional and not held) or (not conditional and not unconditional):
+                taken += defaults
+            if not taken:
+                return self._no_path(node, "no outgoing edge holds and there is no default edge")
+            return sorted(taken, key=lambda e: e.index)
+        except ExpressionError as exc:
+            self._incident(self._parked(node), kind="expression", message=str(exc))
+            return None
+
+    def _holds(self, condition: str) -> bool:
+        return compile_expression(condition).evaluate(self.state.data)
+
+    def _no_path(self, node: GraphNode, message: str) -> None:
+        self._incident(self._parked(node), kind="no_path", message=f"at {node.id}: {message}")
+
+    def _parked(self, node: GraphNode) -> Activation:
+        """A token that cannot leave ``node`` stays there as a live activation (with its incident)."""
+        activation = Activation(
+            id=self._next_id(), node=node.id, kind=node.kind, status=StepStatus.INCIDENT, started_at=self.at
+        )
+        self.state.activations.append(activation)
+        return activation
+
+    def _take(self, source: str, edges: list[GraphEdge] | None) -> None:
+        del source
+        for edge in edges or ():
+            self.arrivals.append(edge.target)
+
+    # ------------------------------------------------------------------ activation
+
+    def _activate(self, node: GraphNode, *, bypass_bound: bool = False) -> None:
+        self.activated += 1
+        if self.activated > MAX_ACTIVATIONS_PER_EVENT:
+            raise EngineError(f"more than {MAX_ACTIVATIONS_PER_EVENT} steps activated by one event")
+        visits = self.state.visits.get(node.id, 0) + 1
+        if node.max_visits is not None and visits > node.max_visits and not bypass_bound:
+            self._incident(
+                self._parked(node),
+                kind="loop_bound",
+                message=f"step {node.id} would run more than max_visits={node.max_visits} times",
+            )
+            return
+        self.state.visits[node.id] = visits
+        spec = node.spec
+        if node.kind is StepKind.MACHINE:
+            assert isinstance(spec, MachineStepSpec)
+            activation = Activation(
+                id=self._next_id(),
+                node=node.id,
+                kind=node.kind,
+                status=StepStatus.RUNNING,
+                started_at=self.at,
+            )
+            self.state.activations.append(activation)
+            self._dispatch(node, activation, attempt=1)
+        elif node.kind is StepKind.HUMAN:
+            assert isinstance(spec, HumanStepSpec)
+            self._open_task(node, spec)
+        elif node.kind is StepKind.TIMER:
+            assert isinstance(spec, TimerStepSpec)
+            number = self._next_id()
+            timer_id = self._uuid("timer", number)
+            due = (
+                self.at + timedelta(seconds=spec.duration)
+                if spec.duration is not None
+                else datetime.fromisoformat(spec.until or "")
+            )
+            self.state.activations.append(
+                Activation(
+                    id=number,
+                    node=node.id,
+                    kind=node.kind,
+                    status=StepStatus.WAITING,
+                    started_at=self.at,
+                    timer_id=timer_id,
+                )
+            )
+            self.commands.append(
+                StartTimer(timer_id=timer_id, kind=TimerKind.TIMER, due_at=due, step=node.id)
+            )
+        elif node.kind is StepKind.SIGNAL:
+            assert isinstance(spec, SignalStepSpec)
+            buffered = next((s for s in self.state.pending_signals if s.name == spec.signal), None)
+            if buffered is not None:
+                self.state.pending_signals.remove(buffered)
+                self.state.data.update(buffered.data)
+                self._record(node.id, StepKind.SIGNAL, StepStatus.COMPLETED)
+                self._route(node.id)
+            else:
+                self.state.activations.append(
+                    Activation(
+                        id=self._next_id(),
+                        node=node.id,
+                        kind=node.kind,
+                        status=StepStatus.WAITING,
+                        started_at=self.at,
+                        signal=spec.signal,
+                    )
+                )
+        else:  # gateways and pass nodes decide at once
+            self._record(node.id, node.kind, StepStatus.COMPLETED)
+            self._route(node.id)
+
+    def _dispatch(self, node: GraphNode, activation: Activation, *, attempt: int) -> None:
+        spec = node.spec
+        assert isinstance(spec, MachineStepSpec)
+        job_id = activation.job_id or self._uuid("job", activation.id)
+        deadline = self.at + timedelta(seconds=spec.timeout) if spec.timeout is not None else None
+        timer_id = self._uuid("timer", self._next_id()) if deadline is not None else None
+        self._replace(
+            activation,
+            status=StepStatus.RUNNING,
+            attempt=attempt,
+            job_id=job_id,
+            deadline=deadline,
+            timer_id=timer_id,
+        )
+        self.commands.append(
+            DispatchJob(
+                job_id=job_id,
+                step=node.id,
+                step_type=spec.step_type,
+                attempt=attempt,
+                input=dict(self.state.data),
+                deadline=deadline,
+            )
+        )
+        if deadline is not None and timer_id is not None:
+            self.commands.append(
+                StartTimer(timer_id=timer_id, kind=TimerKind.DEADLINE, due_at=deadline, step=node.id)
+            )
+
+    def _open_task(self, node: GraphNode, spec: HumanStepSpec) -> None:
+        number = self._next_id()
+        task_id = self._uuid("task", number)
+        due = self.at + timedelta(seconds=spec.due_in) if spec.due_in is not None else None
+        timer_id = self._uuid("timer", self._next_id()) if due is not None and spec.escalation else None
+        self.state.activations.append(
+            Activation(
+                id=number,
+                node=node.id,
+                kind=node.kind,
+                status=StepStatus.WAITING,
+                started_at=self.at,
+                task_id=task_id,
+                timer_id=timer_id,
+            )
+        )
+        fields = spec.context_fields
+        snapshot = (
+            dict(self.state.data)
+            if fields is None
+            else {k: self.state.data[k] for k in fields if k in self.state.data}
+        )
+        self.commands.append(
+            CreateTask(
+                task_id=task_id,
+                step=node.id,
+                title=spec.title,
+                description=spec.description,
+                form_schema=spec.form_schema,
+                ui_hints=spec.ui_hints,
+                assignee=spec.assignee,
+                candidate_users=list(spec.candidate_users),
+                candidate_groups=list(spec.candidate_groups),
+                priority=spec.priority,
+                due_at=due,
+                follow_up_at=self.at + timedelta(seconds=spec.follow_up_in) if spec.follow_up_in else None,
+                context=snapshot,
+            )
+        )
+        self._record(node.id, StepKind.HUMAN, StepStatus.WAITING, task_id=task_id)
+        if due is not None and timer_id is not None:
+            self.commands.append(
+                StartTimer(timer_id=timer_id, kind=TimerKind.TASK_DUE, due_at=due, step=node.id)
+            )
+
+    def _cancel_timer(self, activation: Activation) -> None:
+        if activation.timer_id is not None:
+            self.commands.append(CancelTimer(timer_id=activation.timer_id))
+
+    def _incident(
+        self, activation: Activation, *, kind: Any, message: str, error: StepError | None = None
+    ) -> None:
+        incident = Incident(
+            id=self._uuid("incident", self._next_id()),
+            node=activation.node,
+            activation_id=activation.id,
+            kind=kind,
+            message=message,
+            at=self.at,
+            error=error,
+        )
+        self._replace(activation, status=StepStatus.INCIDENT, incident_id=incident.id, timer_id=None)
+        self.state.incidents.append(incident)
+        self._record(
+            activation.node,
+            activation.kind,
+            StepStatus.INCIDENT,
+            attempt=activation.attempt,
+            job_id=activation.job_id,
+            error=error,
+        )
+        self.commands.append(RaiseIncident(incident=incident))
+
+    # ------------------------------------------------------------------ tokens and joins
+
+    def _flow(self) -> None:
+        """Move every arrived token: into its node, or into a join's waiting tokens; fire ready joins."""
+        while True:
+            while self.arrivals:
+                target = self.arrivals.pop(0)
+                if self.graph.is_join(target):
+                    self.state.tokens.append(Token(id=self._next_id(), node=target))
+                else:
+                    self._activate(self.graph.nodes[target])
+            ready = self._ready_joins()
+            if not ready:
+                return
+            for join in ready:
+                self.state.tokens = [t for t in self.state.tokens if t.node != join]
+                self._activate(self.graph.nodes[join])
+
+    def _ready_joins(self) -> list[str]:
+        waiting = list(dict.fromkeys(t.node for t in self.state.tokens))
+        if not waiting:
+            return []
+        live = [a.node for a in self.state.activations] + waiting
+        ready = [j for j in waiting if not any(j in self.graph.reach[n] for n in live if n != j)]
+        if ready:
+            return ready[:1]
+        if not self.state.activations:
+            # Only joins that wait for one another are left (they sit on each other's paths):
+            # none can receive more tokens, so the oldest fires rather than deadlock.
+            return [self.state.tokens[0].node]
+        return []
+
+    # ------------------------------------------------------------------ status
+
+    def _finish(self, previous: InstanceStatus | None) -> Transition:
+        self._flow()
+        state = self.state
+        state.updated_at = self.at
+        if state.incidents:
+            state.status = InstanceStatus.FAILED
+        elif not state.activations and not state.tokens:
+            state.status = InstanceStatus.COMPLETED
+            state.ended_at = self.at
+        elif any(
+            a.kind is StepKind.MACHINE and a.status is not StepStatus.INCIDENT for a in state.activations
+        ):
+            state.status = InstanceStatus.RUNNING
+        else:
+            state.status = InstanceStatus.WAITING
+        if state.status is InstanceStatus.FAILED and previous is not InstanceStatus.FAILED:
+            self.commands.append(FailInstance(reason=state.incidents[0].message))
+        if state.status is InstanceStatus.COMPLETED:
+            self.commands.append(CompleteInstance(data=dict(state.data)))
+        return Transition(state, self.commands)
+
+
+def active_steps(state: InstanceState) -> list[str]:
+    """Node ids with a live activation (running, waiting, retrying or stuck on an incident)."""
+    return [a.node for a in state.activations]
+
+
+def open_task_ids(state: InstanceState) -> Iterable[str]:
+    """Ids of the instance's open tasks."""
+    return (a.task_id for a in state.activations if a.task_id is not None and a.status is StepStatus.WAITING)
+
+
+def merge_output(data: Mapping[str, Any], output: Mapping[str, Any]) -> dict[str, Any]:
+    """How a step's output joins the context: a shallow merge (top-level keys replaced)."""
+    merged = dict(data)
+    merged.update(output)
+    return merged
