@@ -127,17 +127,21 @@ class WorkflowMachine:
         graph: The definition's compiled graph (``definition.graph``).
         name: The definition's name, recorded in new states.
         version: The definition's version, recorded in new states.
+        default_timeout: Deadline (seconds) of an attempt of a machine step that sets no
+            ``timeout``; ``None`` leaves such attempts without one. A distributed runtime sets it so
+            that a job nobody reports on (a dead worker, a lost message) is retried.
     """
 
-    def __init__(self, graph: CompiledGraph, *, name: str, version: str) -> None:
+    def __init__(self, graph: CompiledGraph, *, name: str, version: str, default_timeout: float | None = None) -> None:
         self.graph = graph
         self.name = name
         self.version = version
+        self.default_timeout = default_timeout
 
     @classmethod
-    def for_definition(cls, definition: Any) -> WorkflowMachine:
+    def for_definition(cls, definition: Any, *, default_timeout: float | None = None) -> WorkflowMachine:
         """The machine of a :class:`~workflow_core.definition.WorkflowDefinition`."""
-        return cls(definition.graph, name=definition.name, version=definition.version)
+        return cls(definition.graph, name=definition.name, version=definition.version, default_timeout=default_timeout)
 
     def apply(self, state: InstanceState | None, event: Event) -> Transition:
         """Apply one event. The given state is not modified; the new state is returned.
@@ -594,7 +598,8 @@ class _Run:
         spec = node.spec
         assert isinstance(spec, MachineStepSpec)
         job_id = activation.job_id or self._uuid("job", activation.id)
-        deadline = self.at + timedelta(seconds=spec.timeout) if spec.timeout is not None else None
+        timeout = spec.timeout if spec.timeout is not None else self.machine.default_timeout
+        deadline = self.at + timedelta(seconds=timeout) if timeout is not None else None
         timer_id = self._uuid("timer", self._next_id()) if deadline is not None else None
         self._replace(
             activation,

@@ -52,9 +52,45 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-import cel
+
+def _load_cel_extension() -> Any:
+    """The compiled ``cel`` extension module, without ``cel/__init__``.
+
+    ``import cel`` also imports the package's command-line tool (typer, rich, prompt_toolkit), which
+    costs 1-3 s at every start of every process that touches a condition (the CLI, workers, tests).
+    Only the extension is needed, so it is loaded on its own (about 20 ms).
+    """
+    import importlib.machinery
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    loaded = sys.modules.get("cel")
+    if loaded is not None:
+        return loaded
+    spec = importlib.util.find_spec("cel")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("the common-expression-language package is not installed")
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        path = folder / f"cel{suffix}"
+        if path.exists():
+            loader = importlib.machinery.ExtensionFileLoader("cel.cel", str(path))
+            module_spec = importlib.util.spec_from_file_location("cel.cel", path, loader=loader)
+            assert module_spec is not None
+            module = importlib.util.module_from_spec(module_spec)
+            loader.exec_module(module)
+            return module
+    import cel as package  # an unusual layout: fall back to the package itself
+
+    return package
+
+if TYPE_CHECKING:
+    import cel
+else:
+    cel = _load_cel_extension()
 
 __all__ = [
     "ALLOWED_FUNCTIONS",
@@ -200,7 +236,8 @@ _CACHE_SIZE: Final = 1024
 class CompiledExpression:
     """A compiled, checked condition. Immutable and reusable; get one from :func:`compile_expression`.
 
-    Evaluation holds the GIL inside the library, so one instance may be shared between threads.
+    The library's compiled program is immutable and evaluates safely from several threads at once
+    (tested), so one instance may be shared between threads.
     """
 
     __slots__ = ("_limits", "_program", "_source", "_variables")

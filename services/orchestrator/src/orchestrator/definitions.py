@@ -1,0 +1,114 @@
+"""Definitions for instances: resolved through the registry once, then kept.
+
+Starting an instance resolves ``name`` (+ ``version``) through the registry over HTTP with the
+caller's own token (``GET /v1/definitions/{name}`` for the latest non-deprecated version by semver,
+``GET /v1/definitions/{name}/versions/{version}`` for one version). Versions are immutable, so the
+wire form is cached in memory and stored in the tenant's ``definitions`` table in the start
+transaction: everything after the start (results, timers, task completions, another replica, a
+restart) reads the stored copy and never needs the registry.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import msgspec
+
+from orchestrator.errors import DefinitionDeprecatedError, DefinitionNotFoundError, RegistryUnavailableError
+from wf_platform.problems import ForbiddenError
+from workflow_core import WorkflowDefinition, WorkflowMachine
+
+__all__ = ["DefinitionCache", "RegistryClient", "ResolvedDefinition"]
+
+
+class ResolvedDefinition(msgspec.Struct, frozen=True, kw_only=True):
+    """A definition version as the registry returned it."""
+
+    name: str
+    version: str
+    digest: str
+    deprecated: bool
+    wire: dict[str, Any]
+
+
+class RegistryClient:
+    """Reads definitions from the registry with the caller's bearer token."""
+
+    def __init__(
+        self, base_url: str, /, *, timeout: float = 5.0, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
+        self._client = httpx.AsyncClient(base_url=base_url.rstrip("/"), timeout=timeout, transport=transport)
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._client.aclose()
+
+    async def fetch(self, name: str, version: str | None, /, *, token: str) -> ResolvedDefinition:
+        """The named version, or the latest non-deprecated one.
+
+        Raises:
+            DefinitionNotFoundError: the registry has no such definition (for this tenant).
+            DefinitionDeprecatedError: the named version is deprecated.
+            RegistryUnavailableError: the registry did not answer properly.
+        """
+        path = f"/v1/definitions/{quote(name, safe='')}"
+        if version is not None:
+            path += f"/versions/{quote(version, safe='')}"
+        try:
+            response = await self._client.get(path, headers={"Authorization": f"Bearer {token}"})
+        except httpx.HTTPError as exc:
+            raise RegistryUnavailableError(type(exc).__name__) from exc
+        if response.status_code == 404:
+            raise DefinitionNotFoundError(name, version)
+        if response.status_code in (401, 403):
+            raise ForbiddenError(
+                "the registry refused to read this definition for you "
+                "(definitions:read or instances:write needed)",
+                code="registry_forbidden",
+            )
+        if response.status_code != 200:
+            raise RegistryUnavailableError(f"status {response.status_code}")
+        body = response.json()
+        resolved = ResolvedDefinition(
+            name=body["name"],
+            version=body["version"],
+            digest=body["digest"],
+            deprecated=bool(body.get("deprecated", False)),
+            wire=body["definition"],
+        )
+        if version is not None and resolved.deprecated:
+            raise DefinitionDeprecatedError(name, version)
+        return resolved
+
+
+class DefinitionCache:
+    """Compiled machines by (tenant, name, version): a bounded LRU over immutable versions."""
+
+    def __init__(self, *, size: int = 512, default_timeout: float | None = None) -> None:
+        self._size = size
+        self._default_timeout = default_timeout
+        self._machines: OrderedDict[tuple[str, str, str], tuple[WorkflowDefinition, WorkflowMachine]] = (
+            OrderedDict()
+        )
+
+    def get(
+        self, tenant: str, name: str, version: str, /
+    ) -> tuple[WorkflowDefinition, WorkflowMachine] | None:
+        """The cached definition and machine, if present."""
+        key = (tenant, name, version)
+        found = self._machines.get(key)
+        if found is not None:
+            self._machines.move_to_end(key)
+        return found
+
+    def put(self, tenant: str, wire: dict[str, Any], /) -> tuple[WorkflowDefinition, WorkflowMachine]:
+        """Compile ``wire`` and keep it."""
+        definition = WorkflowDefinition.from_wire(wire)
+        machine = WorkflowMachine.for_definition(definition, default_timeout=self._default_timeout)
+        self._machines[(tenant, definition.name, definition.version)] = (definition, machine)
+        while len(self._machines) > self._size:
+            self._machines.popitem(last=False)
+        return definition, machine

@@ -1,0 +1,331 @@
+"""The runtime: drives workflow_core's pure engine inside database transactions.
+
+Every state change is one transaction on the tenant's schema: lock the instance row, apply the
+event with the instance's own definition version, store the new state (revision + 1), and carry
+out the engine's commands in the same transaction: step attempts and timers as rows, jobs, task
+commands and lifecycle events as outbox rows (published after commit by the relay with stable
+``Nats-Msg-Id``s). A crash anywhere before the commit leaves nothing; after it, everything.
+
+Every transition is a span of the instance's trace (its stored ``traceparent``), whichever
+process applies it; the outbox stamps that span's ``traceparent`` on the messages it causes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Generator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from opentelemetry.trace import Span, SpanKind
+
+from orchestrator.definitions import DefinitionCache
+from orchestrator.metrics import OrchestratorMetrics
+from orchestrator.repositories import InstanceRepository, InstanceRow
+from wf_platform.db import UnitOfWork
+from wf_platform.telemetry import extract_context, tracer
+from workflow_core import InstanceState, InstanceStatus, WorkflowDefinition, WorkflowMachine
+from workflow_core.engine import Transition
+from workflow_core.messages import (
+    DefinitionRef,
+    InstanceEvent,
+    JobMessage,
+    TaskCancelledMessage,
+    TaskCreatedMessage,
+    encode,
+    job_msg_id,
+)
+from workflow_core.models import (
+    CancelInstance,
+    CancelTask,
+    CancelTimer,
+    Command,
+    CompleteInstance,
+    CreateTask,
+    DispatchJob,
+    EscalateTask,
+    Event,
+    FailInstance,
+    RaiseIncident,
+    StartTimer,
+    StepKind,
+    StepStatus,
+)
+from workflow_core.subjects import instance_event_subject, job_subject, task_subject
+
+__all__ = ["Applied", "Runtime", "TaskEscalatedMessage"]
+
+_OUTCOMES = {
+    StepStatus.COMPLETED: "completed",
+    StepStatus.FAILED: "failed",
+    StepStatus.CANCELLED: "cancelled",
+}
+
+logger = logging.getLogger("orchestrator.runtime")
+
+
+class TaskEscalatedMessage(msgspec.Struct, frozen=True, kw_only=True):
+    """A task passed its due date: ``wf.tasks.<tenant>.escalated`` (an extension of DESIGN §5)."""
+
+    task_id: str
+    tenant: str
+    instance_id: str
+    add_candidate_groups: list[str]
+    priority: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What applying one event did: the transition, or ``None`` when the instance does not exist."""
+
+    transition: Transition | None
+    instance: InstanceRow | None
+
+
+class Runtime:
+    """Applies events to stored instances; see the module docstring."""
+
+    def __init__(self, cache: DefinitionCache, metrics: OrchestratorMetrics) -> None:
+        self.cache = cache
+        self.metrics = metrics
+
+    async def machine(
+        self, repo: InstanceRepository, tenant: str, name: str, version: str, /
+    ) -> tuple[WorkflowDefinition, WorkflowMachine]:
+        """The compiled definition an instance runs (memory, else the tenant's stored copy)."""
+        cached = self.cache.get(tenant, name, version)
+        if cached is not None:
+            return cached
+        wire = await repo.stored_definition(name, version)
+        if wire is None:
+            raise LookupError(f"definition {name} {version} is not stored for tenant {tenant}")
+        return self.cache.put(tenant, wire)
+
+    @contextmanager
+    def instance_span(self, name: str, traceparent: str | None, /, **attributes: Any) -> Generator[Span]:
+        """A span in the instance's trace (a child of its stored trace context)."""
+        parent = extract_context({"traceparent": traceparent} if traceparent else None)
+        with tracer().start_as_current_span(
+            name, context=parent, kind=SpanKind.INTERNAL, attributes=attributes
+        ) as span:
+            yield span
+
+    async def apply(self, uow: UnitOfWork, instance_id: str, event: Event, /) -> Applied:
+        """Apply ``event`` to the stored instance, in ``uow``'s transaction."""
+        repo = InstanceRepository(uow.conn)
+        row = await repo.get(instance_id, lock=True)
+        if row is None:
+            return Applied(None, None)
+        _, machine = await self.machine(repo, uow.tenant, row.definition, row.version)
+        kind = type(event).__name__
+        with self.instance_span(
+            f"workflow.{kind}", row.traceparent, **{"wf.tenant": uow.tenant, "wf.instance_id": instance_id}
+        ) as span:
+            transition = machine.apply(row.state, event)
+            if transition.ignored is not None:
+                span.set_attribute("wf.ignored", transition.ignored)
+                self.metrics.dropped.labels(reason=transition.ignored, event=kind).inc()
+                return Applied(transition, row)
+            await repo.update(transition.state, revision=row.revision)
+            await self._record_attempts(repo, len(row.state.history), transition.state)
+            await self.carry_out(uow, repo, transition.state, transition.commands, previous=row.state.status)
+            span.set_attribute("wf.status", transition.state.status.value)
+        return Applied(transition, row)
+
+    async def _record_attempts(self, repo: InstanceRepository, before: int, state: InstanceState) -> None:
+        """Finish the attempt rows the transition ended (results, deadlines, cancellation)."""
+        for record in state.history[before:]:
+            if record.kind is not StepKind.MACHINE or record.job_id is None:
+                continue
+            outcome = _OUTCOMES.get(record.status)
+            if outcome is None:
+                continue
+            if record.error is not None and record.error.type == "DeadlineExceeded":
+                outcome = "timed_out"
+            await repo.finish_attempt(
+                job_id=record.job_id,
+                attempt=record.attempt,
+                status=outcome,
+                at=record.at,
+                worker=record.user,
+                error=msgspec.to_builtins(record.error) if record.error is not None else None,
+            )
+
+    async def carry_out(
+        self,
+        uow: UnitOfWork,
+        repo: InstanceRepository,
+        state: InstanceState,
+        commands: list[Command],
+        /,
+        *,
+        previous: InstanceStatus | None,
+    ) -> None:
+        """Turn the engine's commands into rows and outbox messages of this transaction."""
+        tenant = uow.tenant
+        ref = DefinitionRef(name=state.definition, version=state.version)
+        at = state.updated_at
+        for command in commands:
+            match command:
+                case DispatchJob():
+                    await self._dispatch(uow, repo, state, command, ref)
+                case StartTimer():
+                    await repo.add_timer(
+                        timer_id=command.timer_id,
+                        tenant=tenant,
+                        instance_id=state.instance_id,
+                        kind=command.kind.value,
+                        due_at=command.due_at,
+                    )
+                case CancelTimer():
+                    await repo.delete_timer(command.timer_id)
+                case CreateTask():
+                    message = TaskCreatedMessage(
+                        task_id=command.task_id,
+                        tenant=tenant,
+                        instance_id=state.instance_id,
+                        definition=ref,
+                        step=command.step,
+                        title=command.title,
+                        created_at=at,
+                        description=command.description,
+                        form_schema=command.form_schema,
+                        ui_hints=command.ui_hints,
+                        assignee=command.assignee,
+                        candidate_users=command.candidate_users,
+                        candidate_groups=command.candidate_groups,
+                        priority=command.priority,
+                        due_at=command.due_at,
+                        follow_up_at=command.follow_up_at,
+                        context=command.context,
+                    )
+                    await uow.publish(
+                        task_subject(tenant, "created"),
+                        encode(message),
+                        msg_id=f"task:{command.task_id}:created",
+                        ordering_key=state.instance_id,
+                    )
+                    self.metrics.tasks.labels(event="created").inc()
+                case CancelTask():
+                    await uow.publish(
+                        task_subject(tenant, "cancelled"),
+                        encode(
+                            TaskCancelledMessage(
+                                task_id=command.task_id,
+                                tenant=tenant,
+                                instance_id=state.instance_id,
+                                reason=command.reason,
+                            )
+                        ),
+                        msg_id=f"task:{command.task_id}:cancelled",
+                        ordering_key=state.instance_id,
+                    )
+                case EscalateTask():
+                    await uow.publish(
+                        f"wf.tasks.{tenant}.escalated",
+                        encode(
+                            TaskEscalatedMessage(
+                                task_id=command.task_id,
+                                tenant=tenant,
+                                instance_id=state.instance_id,
+                                add_candidate_groups=command.add_candidate_groups,
+                                priority=command.priority,
+                            )
+                        ),
+                        msg_id=f"task:{command.task_id}:escalated",
+                        ordering_key=state.instance_id,
+                    )
+                case RaiseIncident():
+                    self.metrics.incidents.labels(kind=command.incident.kind).inc()
+                    logger.warning(
+                        "incident %s at %s: %s",
+                        command.incident.kind,
+                        command.incident.node,
+                        command.incident.message,
+                        extra={"tenant": tenant, "instance_id": state.instance_id},
+                    )
+                case CompleteInstance():
+                    await self._lifecycle(uow, state, "completed", ref)
+                case FailInstance():
+                    await self._lifecycle(uow, state, "failed", ref, reason=command.reason)
+                case CancelInstance():
+                    await self._lifecycle(uow, state, "cancelled", ref, reason=command.reason)
+        del previous
+
+    async def _dispatch(
+        self,
+        uow: UnitOfWork,
+        repo: InstanceRepository,
+        state: InstanceState,
+        command: DispatchJob,
+        ref: DefinitionRef,
+    ) -> None:
+        tenant = uow.tenant
+        at = state.updated_at
+        deadline = command.deadline
+        await repo.add_attempt(
+            job_id=command.job_id,
+            attempt=command.attempt,
+            instance_id=state.instance_id,
+            step=command.step,
+            step_type=command.step_type,
+            at=at,
+            deadline=deadline,
+        )
+        message = JobMessage(
+            job_id=command.job_id,
+            tenant=tenant,
+            instance_id=state.instance_id,
+            step=command.step,
+            step_type=command.step_type,
+            attempt=command.attempt,
+            input=command.input,
+            deadline=deadline,
+            definition=ref,
+        )
+        with tracer().start_as_current_span(
+            f"dispatch {command.step_type}",
+            kind=SpanKind.PRODUCER,
+            attributes={"wf.job_id": command.job_id, "wf.attempt": command.attempt, "wf.step": command.step},
+        ):
+            await uow.publish(
+                job_subject(tenant, command.step_type),
+                encode(message),
+                msg_id=job_msg_id(command.job_id, command.attempt),
+                ordering_key=state.instance_id,
+            )
+        self.metrics.jobs_dispatched.labels(step_type=command.step_type).inc()
+
+    async def _lifecycle(
+        self,
+        uow: UnitOfWork,
+        state: InstanceState,
+        what: Any,
+        ref: DefinitionRef,
+        *,
+        reason: str | None = None,
+    ) -> None:
+        event = InstanceEvent(
+            tenant=uow.tenant,
+            instance_id=state.instance_id,
+            definition=ref,
+            status=what,
+            at=state.updated_at,
+            business_key=state.business_key,
+            reason=reason,
+        )
+        await uow.publish(
+            instance_event_subject(uow.tenant, what),
+            encode(event),
+            msg_id=f"{state.instance_id}:{what}:{state.seq}",
+            ordering_key=state.instance_id,
+        )
+        self.metrics.instances.labels(event=what).inc()
+
+
+def trace_id_of(span: Span) -> str | None:
+    """A span's trace id as 32 hex digits."""
+    context = span.get_span_context()
+    return format(context.trace_id, "032x") if context.is_valid else None

@@ -1,0 +1,43 @@
+"""The orchestrator's settings: ``ORCHESTRATOR_*`` variables (see docs/conventions.md), read once."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from wf_platform.settings import ServiceSettings
+
+__all__ = ["ENV_PREFIX", "Settings"]
+
+ENV_PREFIX = "ORCHESTRATOR"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings(ServiceSettings):
+    """Platform settings plus the orchestrator's own."""
+
+    service_name: str = "orchestrator"
+    port: int = 8002
+    database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5433/wf_orchestrator"
+    registry_url: str = "http://127.0.0.1:8001"
+    """Where definitions are read (``GET /v1/definitions/{name}[/versions/{version}]``)."""
+    registry_timeout_seconds: float = 5.0
+    max_input_bytes: int = 262_144
+    """Largest start input (JSON) accepted; larger is 413."""
+    max_context_bytes: int = 1_048_576
+    """Largest instance context a step's output may grow it to; beyond, the result fails the step."""
+    consumer_batch: int = 256
+    """Messages fetched per pull from WF_RESULTS and WF_TASKS."""
+    consumer_ack_wait_seconds: float = 30.0
+    timer_poll_seconds: float = 0.2
+    """How often due timers are looked for (retries, deadlines, timer steps, task due dates)."""
+    default_job_timeout_seconds: float = 300.0
+    """Deadline of a machine step attempt whose step sets none: a lost job is re-dispatched after it."""
+    run_background: bool = True
+    """Run the consumers and the timer loop (tests may drive them by hand)."""
+
+    @classmethod
+    def from_environ(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read ``ORCHESTRATOR_*`` and ``OTEL_*``."""
+        return cls.from_env(ENV_PREFIX, env=os.environ if env is None else env, service_name="orchestrator")
