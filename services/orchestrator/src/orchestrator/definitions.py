@@ -19,6 +19,7 @@ import msgspec
 
 from orchestrator.errors import DefinitionDeprecatedError, DefinitionNotFoundError, RegistryUnavailableError
 from wf_platform.problems import ForbiddenError
+from wf_platform.telemetry import inject_trace_headers
 from workflow_core import WorkflowDefinition, WorkflowMachine
 
 __all__ = ["DefinitionCache", "RegistryClient", "ResolvedDefinition"]
@@ -58,7 +59,9 @@ class RegistryClient:
         if version is not None:
             path += f"/versions/{quote(version, safe='')}"
         try:
-            response = await self._client.get(path, headers={"Authorization": f"Bearer {token}"})
+            # The registry's server span joins the instance's trace through this traceparent.
+            headers = inject_trace_headers({"Authorization": f"Bearer {token}"})
+            response = await self._client.get(path, headers=headers)
         except httpx.HTTPError as exc:
             raise RegistryUnavailableError(type(exc).__name__) from exc
         if response.status_code == 404:

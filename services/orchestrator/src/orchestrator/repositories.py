@@ -185,7 +185,10 @@ class InstanceRepository:
         if business_key is not None:
             statement = statement.where(instances.c.business_key == business_key)
         if after is not None:
-            statement = statement.where(sa.tuple_(instances.c.created_at, instances.c.id) < sa.tuple_(*after))
+            position = sa.tuple_(
+                sa.literal(after[0], sa.DateTime(timezone=True)), sa.literal(after[1], pg.UUID(as_uuid=False))
+            )
+            statement = statement.where(sa.tuple_(instances.c.created_at, instances.c.id) < position)
         statement = statement.order_by(instances.c.created_at.desc(), instances.c.id.desc()).limit(limit)
         return (await self.conn.execute(statement)).all()
 
