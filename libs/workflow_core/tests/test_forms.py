@@ -278,6 +278,8 @@ def test_an_invalid_schema_raises_when_used_for_validation() -> None:
     with pytest.raises(FormSchemaError) as caught:
         validate_form_data({"type": "objekt"}, {})
     assert caught.value.errors[0].path == "/type"
+    with pytest.raises(FormSchemaError, match="not JSON"):
+        validate_form_data({"type": "object", "minProperties": float("inf")}, {})
 
 
 # -- check_form_schema -----------------------------------------------------------------------------

@@ -132,7 +132,9 @@ class WorkflowMachine:
             that a job nobody reports on (a dead worker, a lost message) is retried.
     """
 
-    def __init__(self, graph: CompiledGraph, *, name: str, version: str, default_timeout: float | None = None) -> None:
+    def __init__(
+        self, graph: CompiledGraph, *, name: str, version: str, default_timeout: float | None = None
+    ) -> None:
         self.graph = graph
         self.name = name
         self.version = version
@@ -141,7 +143,12 @@ class WorkflowMachine:
     @classmethod
     def for_definition(cls, definition: Any, *, default_timeout: float | None = None) -> WorkflowMachine:
         """The machine of a :class:`~workflow_core.definition.WorkflowDefinition`."""
-        return cls(definition.graph, name=definition.name, version=definition.version, default_timeout=default_timeout)
+        return cls(
+            definition.graph,
+            name=definition.name,
+            version=definition.version,
+            default_timeout=default_timeout,
+        )
 
     def apply(self, state: InstanceState | None, event: Event) -> Transition:
         """Apply one event. The given state is not modified; the new state is returned.

@@ -87,6 +87,7 @@ def _load_cel_extension() -> Any:
 
     return package
 
+
 if TYPE_CHECKING:
     import cel
 else:

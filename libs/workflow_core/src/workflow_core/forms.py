@@ -155,7 +155,11 @@ def validate_form_data(schema: Mapping[str, Any], data: Mapping[str, Any], /) ->
     Raises:
         FormSchemaError: The schema itself is not valid.
     """
-    validator = _validator(_canonical(schema))
+    try:
+        canonical = _canonical(schema)
+    except (TypeError, ValueError) as exc:
+        raise FormSchemaError([FormError(path="", message=f"the schema is not JSON: {exc}")]) from exc
+    validator = _validator(canonical)
     try:
         errors = list(_data_errors(_iter_errors(validator, dict(data))))
     except Unresolvable as exc:  # a reference check_form_schema could not follow (under a nested $id)

@@ -1,0 +1,197 @@
+"""Database plumbing: the engine, the shared tables, and tenant-scoped units of work.
+
+Layout of each service's own database:
+
+- schema ``wf`` (shared, migrated by wf_platform's Alembic scripts, version table ``wf.alembic_version``):
+  ``wf.tenants`` (one row per tenant: status ``active``/``suspended``, the tenant schema's revision)
+  and ``wf.outbox`` (every tenant's outgoing messages, see :mod:`wf_platform.outbox`);
+- schema ``t_<tenant>`` per tenant (the service's own Alembic scripts, version table
+  ``t_<tenant>.alembic_version``).
+
+Tenant tables are declared with the placeholder schema :data:`TENANT_SCHEMA` and every tenant query
+runs on a connection whose ``schema_translate_map`` maps it to ``t_<tenant>``. The schema name is thus
+rendered into the SQL text of that one statement (SQLAlchemy does it at execution, so the compiled
+cache stays shared) and nothing is left on the pooled DBAPI connection: no ``search_path``, no session
+setting that could leak into the next tenant's request. A tenant table used without the map fails
+loudly (schema ``tenant`` does not exist).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncGenerator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg  # pyright: ignore[reportMissingTypeStubs]
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from wf_platform.tenancy import TenantId, tenant_schema
+
+__all__ = [
+    "PLATFORM_SCHEMA",
+    "TENANT_SCHEMA",
+    "TenantDatabase",
+    "UnitOfWork",
+    "create_engine",
+    "ensure_database",
+    "metadata",
+    "outbox_table",
+    "tenants_table",
+]
+
+logger = logging.getLogger("wf_platform.db")
+
+_DUPLICATE_DATABASE: type[Exception] = getattr(asyncpg, "DuplicateDatabaseError")  # noqa: B009
+
+PLATFORM_SCHEMA = "wf"
+"""The shared schema of every service database (tenants, outbox)."""
+TENANT_SCHEMA = "tenant"
+"""Placeholder schema of tenant tables; mapped to ``t_<tenant>`` per connection."""
+
+metadata = sa.MetaData()
+
+tenants_table = sa.Table(
+    "tenants",
+    metadata,
+    sa.Column("tenant_id", sa.Text, primary_key=True),
+    sa.Column("status", sa.Text, nullable=False, server_default="active"),
+    sa.Column("schema_revision", sa.Text, nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    schema=PLATFORM_SCHEMA,
+)
+
+outbox_table = sa.Table(
+    "outbox",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("tenant_id", sa.Text, nullable=False),
+    sa.Column("subject", sa.Text, nullable=False),
+    sa.Column("payload", sa.LargeBinary, nullable=False),
+    sa.Column("headers", pg.JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+    sa.Column("msg_id", sa.Text, nullable=False),
+    sa.Column("ordering_key", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
+    schema=PLATFORM_SCHEMA,
+)
+
+
+def create_engine(url: str, /, *, pool_size: int = 10, pool_timeout: float = 10.0) -> AsyncEngine:
+    """An asyncpg engine whose pool is the hard limit (no overflow).
+
+    No pre-ping: it would cost a round trip per checkout on every request. A connection that died
+    (database restart) fails its statement, SQLAlchemy invalidates the whole pool on that disconnect
+    error, and the request fails once with a 500; ``pool_recycle`` bounds a connection's age.
+    """
+    return create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=0,
+        pool_timeout=pool_timeout,
+        pool_recycle=1800,
+    )
+
+
+async def ensure_database(url: str, /) -> bool:
+    """Create the database named in ``url`` if it does not exist; return whether it was created.
+
+    Connects to the server's ``postgres`` database with the same credentials. Several replicas racing
+    here are fine: the loser sees ``DuplicateDatabaseError`` and moves on.
+    """
+    parsed = make_url(url)
+    name = parsed.database
+    if not name:
+        raise ValueError("the database URL names no database")
+    admin = parsed.set(drivername="postgresql", database="postgres")
+    connect: Any = getattr(asyncpg, "connect")  # noqa: B009 - asyncpg ships no type information
+    conn: Any = await connect(admin.render_as_string(hide_password=False))
+    try:
+        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+        if exists:
+            return False
+        quoted = '"' + name.replace('"', '""') + '"'
+        try:
+            await conn.execute(f"CREATE DATABASE {quoted}")
+        except _DUPLICATE_DATABASE:
+            return False
+        logger.info("created database %s", name)
+        return True
+    finally:
+        await conn.close()
+
+
+class UnitOfWork:
+    """One tenant transaction: the connection (tenant tables mapped) and the outbox.
+
+    Attributes:
+        conn: the connection; tenant tables resolve to the tenant's schema.
+        tenant: whose transaction this is.
+    """
+
+    def __init__(self, conn: AsyncConnection, tenant: TenantId) -> None:
+        self.conn = conn
+        self.tenant = tenant
+        self.outbox_rows = 0
+
+    async def publish(
+        self,
+        subject: str,
+        payload: bytes,
+        /,
+        *,
+        msg_id: str,
+        ordering_key: str,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """Queue a message in the outbox; it is sent after, and only if, this transaction commits.
+
+        Args:
+            subject: the NATS subject (must carry this tenant).
+            payload: the message body (UTF-8 JSON).
+            msg_id: the stable ``Nats-Msg-Id`` (JetStream drops a republished duplicate).
+            ordering_key: messages with the same key are published in insertion order (e.g. the
+                instance id, or the definition name).
+            headers: extra headers; the current ``traceparent`` is added automatically.
+        """
+        from wf_platform.telemetry import inject_trace_headers
+
+        all_headers = inject_trace_headers(dict(headers or {}))
+        await self.conn.execute(
+            outbox_table.insert().values(
+                tenant_id=self.tenant,
+                subject=subject,
+                payload=payload,
+                headers=all_headers,
+                msg_id=msg_id,
+                ordering_key=f"{self.tenant}:{ordering_key}",
+            )
+        )
+        self.outbox_rows += 1
+
+
+class TenantDatabase:
+    """Opens units of work for one tenant; the tenant must already be provisioned (see the gate)."""
+
+    def __init__(
+        self, engine: AsyncEngine, tenant: TenantId, /, *, on_outbox_commit: Callable[[], None]
+    ) -> None:
+        self.engine = engine
+        self.tenant = tenant
+        self.schema = tenant_schema(tenant)
+        self._on_outbox_commit = on_outbox_commit
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncGenerator[UnitOfWork]:
+        """A transaction in the tenant's schema; commits on normal exit, rolls back on an exception."""
+        async with self.engine.connect() as conn:
+            await conn.execution_options(schema_translate_map={TENANT_SCHEMA: self.schema})
+            async with conn.begin():
+                uow = UnitOfWork(conn, self.tenant)
+                yield uow
+        if uow.outbox_rows:
+            self._on_outbox_commit()

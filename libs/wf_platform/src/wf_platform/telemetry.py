@@ -1,0 +1,106 @@
+"""Tracing: the TracerProvider, W3C ``traceparent`` in NATS headers, and span helpers.
+
+The provider exports with OTLP/HTTP; the exporter reads the standard ``OTEL_EXPORTER_OTLP_*``
+variables, ``OTEL_TRACES_EXPORTER=none`` switches export off (spans still exist, so trace ids still
+flow through logs and messages). The provider is installed as the global one once per process; later
+calls (several apps in one test process) reuse it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Generator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from wf_platform.settings import TelemetrySettings
+
+__all__ = [
+    "consumer_span",
+    "current_trace_id",
+    "extract_context",
+    "inject_trace_headers",
+    "install_tracer_provider",
+    "span",
+    "tracer",
+]
+
+logger = logging.getLogger("wf_platform.telemetry")
+
+_propagator = TraceContextTextMapPropagator()
+_installed: TracerProvider | None = None
+
+
+def install_tracer_provider(settings: TelemetrySettings, /) -> TracerProvider:
+    """Create the process's TracerProvider (once) with the configured exporter and make it global."""
+    global _installed  # noqa: PLW0603 - one provider per process is the OpenTelemetry model
+    if _installed is not None:
+        return _installed
+    provider = TracerProvider(resource=Resource.create({"service.name": settings.service_name}))
+    exporter_name = settings.traces_exporter.lower()
+    if exporter_name == "otlp":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        exporter = (
+            OTLPSpanExporter(endpoint=settings.otlp_endpoint)
+            if settings.otlp_endpoint
+            else OTLPSpanExporter()
+        )
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    elif exporter_name == "console":
+        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+    elif exporter_name != "none":
+        logger.warning("unknown OTEL_TRACES_EXPORTER %r; not exporting spans", settings.traces_exporter)
+    trace.set_tracer_provider(provider)
+    _installed = provider
+    return provider
+
+
+def tracer() -> trace.Tracer:
+    """The platform's tracer (from the global provider)."""
+    return trace.get_tracer("wf_platform")
+
+
+def inject_trace_headers(headers: dict[str, str], /) -> dict[str, str]:
+    """Add the current span's ``traceparent`` (and ``tracestate``) unless ``headers`` has one."""
+    if "traceparent" not in headers:
+        carrier: dict[str, str] = {}
+        _propagator.inject(carrier)
+        headers.update(carrier)
+    return headers
+
+
+def extract_context(headers: Mapping[str, str] | None, /) -> otel_context.Context:
+    """The trace context carried by message headers (an empty context when there is none)."""
+    return _propagator.extract(dict(headers or {}))
+
+
+def current_trace_id() -> str | None:
+    """The current trace id as 32 hex digits, or ``None`` outside a span."""
+    context = trace.get_current_span().get_span_context()
+    return format(context.trace_id, "032x") if context.is_valid else None
+
+
+@contextmanager
+def span(name: str, /, *, kind: SpanKind = SpanKind.INTERNAL, **attributes: Any) -> Generator[Span]:
+    """A child span of the current one."""
+    with tracer().start_as_current_span(name, kind=kind, attributes=attributes) as current:
+        yield current
+
+
+@contextmanager
+def consumer_span(name: str, headers: Mapping[str, str] | None, /, **attributes: Any) -> Generator[Span]:
+    """A CONSUMER span continuing the trace of a received message's ``traceparent``."""
+    parent = extract_context(headers)
+    with tracer().start_as_current_span(
+        name, context=parent, kind=SpanKind.CONSUMER, attributes=attributes
+    ) as current:
+        yield current

@@ -1,0 +1,3 @@
+from wf_platform.migrations import run_env
+
+run_env()
