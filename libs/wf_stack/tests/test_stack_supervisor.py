@@ -83,7 +83,7 @@ def test_a_unit_that_fails_to_start_stops_those_started_before_it(taken_port: in
 def test_dev_stack_serves_both_servers_and_keeps_their_data(open_tmp_dir: Path) -> None:
     out = io.StringIO()
     ports = {"postgres_port": free_port(), "nats_port": free_port(), "nats_monitor_port": free_port()}
-    with build_dev_stack(open_tmp_dir, output=out, **ports):
+    with build_dev_stack(open_tmp_dir, output=out, services=False, **ports):
         pass
 
     text = out.getvalue()

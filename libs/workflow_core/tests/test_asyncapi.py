@@ -11,7 +11,9 @@ from workflow_core.messages import JobMessage
 
 def test_the_committed_asyncapi_document_matches_the_structs() -> None:
     assert DOCUMENT_PATH.exists(), "run: uv run python -m workflow_core.asyncapi"
-    assert DOCUMENT_PATH.read_text() == render(), "docs/asyncapi.yaml is stale: run python -m workflow_core.asyncapi"
+    assert DOCUMENT_PATH.read_text() == render(), (
+        "docs/asyncapi.yaml is stale: run python -m workflow_core.asyncapi"
+    )
 
 
 def test_every_message_schema_lists_every_struct_field() -> None:
@@ -22,7 +24,17 @@ def test_every_message_schema_lists_every_struct_field() -> None:
         assert set(schema["properties"]) == set(struct.__struct_fields__), struct.__name__
     assert document["channels"]["jobs"]["address"] == "wf.jobs.{tenant}.{step_type}"
     required = set(schemas["JobMessage"]["required"])
-    assert {"job_id", "tenant", "instance_id", "step", "step_type", "attempt", "input", "deadline", "definition"} <= required
+    assert {
+        "job_id",
+        "tenant",
+        "instance_id",
+        "step",
+        "step_type",
+        "attempt",
+        "input",
+        "deadline",
+        "definition",
+    } <= required
 
 
 def test_a_job_body_validates_against_its_published_schema() -> None:

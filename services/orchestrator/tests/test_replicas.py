@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections import Counter
+from typing import Any
 
 import httpx
 
@@ -22,13 +23,16 @@ async def test_two_orchestrators_complete_500_instances_applying_each_step_once(
         {
             "name": "pair",
             "version": "1.0.0",
-            "steps": {"a": {"type": "machine", "step_type": "r.a"}, "b": {"type": "machine", "step_type": "r.b"}},
+            "steps": {
+                "a": {"type": "machine", "step_type": "r.a"},
+                "b": {"type": "machine", "step_type": "r.b"},
+            },
             "edges": [{"source": "a", "target": "b"}],
         }
     )
     executed: Counter[tuple[str, str]] = Counter()
 
-    def step(name: str):  # noqa: ANN202
+    def step(name: str) -> Any:
         async def handler(job: JobMessage) -> JobResult:
             executed[(job.instance_id, name)] += 1
             return JobResult(job_id=job.job_id, attempt=job.attempt, status="completed", output={name: True})
@@ -45,7 +49,9 @@ async def test_two_orchestrators_complete_500_instances_applying_each_step_once(
         async def start(index: int) -> str:
             async with semaphore:
                 response = await apis[index % 2].post(
-                    "/v1/instances", json={"definition": "pair", "input": {"i": index}}, headers=suite.headers()
+                    "/v1/instances",
+                    json={"definition": "pair", "input": {"i": index}},
+                    headers=suite.headers(),
                 )
                 assert response.status_code == 201, response.text
                 return str(response.json()["id"])
@@ -54,7 +60,9 @@ async def test_two_orchestrators_complete_500_instances_applying_each_step_once(
         deadline = asyncio.get_running_loop().time() + 120
         while True:
             listed = await suite.api.get(
-                "/v1/instances", params={"status": "completed", "definition": "pair", "limit": 200}, headers=suite.headers()
+                "/v1/instances",
+                params={"status": "completed", "definition": "pair", "limit": 200},
+                headers=suite.headers(),
             )
             page = listed.json()
             completed = len(page["items"])

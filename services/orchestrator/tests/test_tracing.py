@@ -54,7 +54,13 @@ class Receiver:
                             "kind": span.kind,
                         }
                     )
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/x-protobuf")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/x-protobuf")],
+            }
+        )
         await send({"type": "http.response.body", "body": b""})
 
 
@@ -72,10 +78,16 @@ async def test_every_span_of_an_instance_shares_its_trace_id(suite: Suite) -> No
             tracer = trace.get_tracer("test-worker")
 
             async def traced_worker(job: JobMessage) -> JobResult:
-                return JobResult(job_id=job.job_id, attempt=job.attempt, status="completed", output={"ok": True})
+                return JobResult(
+                    job_id=job.job_id, attempt=job.attempt, status="completed", output={"ok": True}
+                )
 
             await suite.register(
-                {"name": "traced", "version": "1.0.0", "steps": {"a": {"type": "machine", "step_type": "t.step"}}}
+                {
+                    "name": "traced",
+                    "version": "1.0.0",
+                    "steps": {"a": {"type": "machine", "step_type": "t.step"}},
+                }
             )
             subscription = await suite.js.pull_subscribe(
                 f"wf.jobs.{suite.tenant}.t.step", durable=f"tw-{suite.tenant}", stream="WF_JOBS"
@@ -84,10 +96,14 @@ async def test_every_span_of_an_instance_shares_its_trace_id(suite: Suite) -> No
             (message,) = await subscription.fetch(1, timeout=10)
             job = msgspec.json.decode(message.data, type=JobMessage)
             assert message.headers is not None and "traceparent" in message.headers
-            with tracer.start_as_current_span("worker t.step", context=extract_context(message.headers), kind=SpanKind.CONSUMER):
+            with tracer.start_as_current_span(
+                "worker t.step", context=extract_context(message.headers), kind=SpanKind.CONSUMER
+            ):
                 result = await traced_worker(job)
                 headers = inject_trace_headers({"Nats-Msg-Id": f"r:{job.job_id}:1"})
-                await suite.js.publish(f"wf.results.{suite.tenant}", msgspec.json.encode(result), headers=headers)
+                await suite.js.publish(
+                    f"wf.results.{suite.tenant}", msgspec.json.encode(result), headers=headers
+                )
             await message.ack()
             await suite.wait_status(started["id"], "completed")
             await asyncio.sleep(0.3)

@@ -50,6 +50,7 @@ __all__ = [
     "StaticKeySource",
     "TenantGate",
     "caller_from_connection",
+    "requires_any_role",
     "requires_role",
 ]
 
@@ -406,6 +407,21 @@ def requires_role(*roles: str) -> Guard:
             await gate.ensure_active(caller.tenant)
 
     guard.__name__ = f"requires_role({', '.join(roles)})"
+    return guard
+
+
+def requires_any_role(*roles: str) -> Guard:
+    """A guard: the caller must hold at least one of ``roles`` (403), and its tenant must be active."""
+
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        caller = caller_from_connection(connection)
+        if not any(caller.has_role(r) for r in roles):
+            raise ForbiddenError(f"requires one of the roles {', '.join(roles)}", code="missing_role")
+        gate: TenantGate | None = connection.app.state.get(TENANT_GATE_STATE_KEY)
+        if gate is not None:
+            await gate.ensure_active(caller.tenant)
+
+    guard.__name__ = f"requires_any_role({', '.join(roles)})"
     return guard
 
 

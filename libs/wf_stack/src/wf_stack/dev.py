@@ -7,14 +7,28 @@ example worker): add a `CommandUnit` whose ``env`` callable reads the servers' U
 
 from __future__ import annotations
 
+import functools
+import os
+import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TextIO
 
 from wf_stack.nats import NatsServer
 from wf_stack.postgres import PostgresServer
-from wf_stack.supervisor import DevStack, ServerUnit
+from wf_stack.supervisor import CommandUnit, DevStack, ServerUnit
 
-__all__ = ["DEV_NATS_MONITOR_PORT", "DEV_NATS_PORT", "DEV_POSTGRES_PORT", "build_dev_stack"]
+__all__ = [
+    "DEV_NATS_MONITOR_PORT",
+    "DEV_NATS_PORT",
+    "DEV_POSTGRES_PORT",
+    "SERVICE_PORTS",
+    "build_dev_stack",
+    "service_environment",
+]
+
+SERVICE_PORTS = {"definition-registry": 8001, "orchestrator": 8002, "task-inbox": 8003}
+"""The fixed development ports of the services (docs/conventions.md)."""
 
 DEV_POSTGRES_PORT = 5433
 DEV_NATS_PORT = 4222
@@ -29,6 +43,8 @@ def build_dev_stack(
     postgres_port: int = DEV_POSTGRES_PORT,
     nats_port: int = DEV_NATS_PORT,
     nats_monitor_port: int = DEV_NATS_MONITOR_PORT,
+    services: bool = True,
+    service_ports: Mapping[str, int] = SERVICE_PORTS,
 ) -> DevStack:
     """The development stack, not yet started.
 
@@ -39,6 +55,8 @@ def build_dev_stack(
         postgres_port: Postgres port (the fixed dev port unless a test needs another).
         nats_port: NATS client port.
         nats_monitor_port: NATS monitoring port.
+        services: Also run the three services (registry, orchestrator, inbox).
+        service_ports: Their ports (8001-8003 unless a test needs others).
     """
     directory = directory.absolute()
     stack = DevStack(output=output)
@@ -61,4 +79,57 @@ def build_dev_stack(
             describe=lambda nats: f"{nats.url} (monitoring {nats.monitor_url}, store {nats.store_dir})",
         )
     )
+    if services:
+        for name, port in service_ports.items():
+            stack.need_port(port, name)
+            module = name.replace("-", "_")
+            stack.add(
+                CommandUnit(
+                    name,
+                    [sys.executable, "-m", module],
+                    env=functools.partial(
+                        service_environment,
+                        name,
+                        directory=directory,
+                        postgres_port=postgres_port,
+                        nats_port=nats_port,
+                        ports=service_ports,
+                    ),
+                    describe=f"http://127.0.0.1:{port}/",
+                )
+            )
     return stack
+
+
+def service_environment(
+    service: str,
+    *,
+    directory: Path,
+    postgres_port: int,
+    nats_port: int,
+    ports: Mapping[str, int] = SERVICE_PORTS,
+) -> dict[str, str]:
+    """A service's dev settings: the dev databases and NATS, the dev key pair (created once here)."""
+    from wf_platform.devkeys import ensure_dev_keys  # the services' library, installed in the workspace
+
+    ensure_dev_keys(directory)
+    prefix = service.replace("-", "_").upper()
+    database = {
+        "definition-registry": "wf_registry",
+        "orchestrator": "wf_orchestrator",
+        "task-inbox": "wf_inbox",
+    }
+    env = {
+        f"{prefix}_DATABASE_URL": f"postgresql+asyncpg://postgres@127.0.0.1:{postgres_port}/{database[service]}",
+        f"{prefix}_NATS_URL": f"nats://127.0.0.1:{nats_port}",
+        f"{prefix}_JWT_PUBLIC_KEY_FILE": str(directory / "jwt-public.pem"),
+        f"{prefix}_PORT": str(ports[service]),
+        "OTEL_TRACES_EXPORTER": os.environ.get("OTEL_TRACES_EXPORTER", "none"),
+    }
+    if service == "orchestrator":
+        env["ORCHESTRATOR_REGISTRY_URL"] = f"http://127.0.0.1:{ports['definition-registry']}"
+    if service == "task-inbox":
+        env["TASK_INBOX_ORCHESTRATOR_URL"] = f"http://127.0.0.1:{ports['orchestrator']}"
+        env["TASK_INBOX_DEV_LOGIN"] = "true"
+        env["TASK_INBOX_DEV_PRIVATE_KEY_FILE"] = str(directory / "jwt-private.pem")
+    return env

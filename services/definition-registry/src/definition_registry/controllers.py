@@ -23,11 +23,13 @@ from definition_registry.services import (
     VersionList,
     VersionSummary,
 )
-from wf_platform.auth import requires_role
+from wf_platform.auth import requires_any_role, requires_role
 
 __all__ = ["DefinitionController"]
 
-READ = requires_role("definitions:read")
+# Whoever may start instances may read the definitions they start: the orchestrator resolves a
+# definition with the caller's own token.
+READ = requires_any_role("definitions:read", "instances:write")
 WRITE = requires_role("definitions:write")
 
 
