@@ -47,6 +47,7 @@ def platform_config(settings: Settings, /) -> PlatformConfig:
         settings=settings,
         tenant_migrations=TENANT_MIGRATIONS,
         streams=ORCHESTRATOR_STREAMS,
+        run_outbox_relay=settings.outbox_relay,
         api_title="orchestrator",
     )
 
@@ -112,6 +113,9 @@ class Orchestrator:
                     handle=handler,
                     batch=self.settings.consumer_batch,
                     ack_wait=self.settings.consumer_ack_wait_seconds,
+                    concurrency=max(
+                        1, min(self.settings.consumer_concurrency, self.settings.db_pool_size - 2)
+                    ),
                 )
                 consumer.start()
                 self.consumers.append(consumer)

@@ -56,8 +56,10 @@ class PullConsumer:
         handle: Callable[[Msg], Awaitable[None]],
         batch: int,
         ack_wait: float,
+        concurrency: int = 8,
     ) -> None:
         self.js = js
+        self.concurrency = concurrency
         self.stream = stream
         self.durable = durable
         self.filter_subject = filter_subject
@@ -79,8 +81,11 @@ class PullConsumer:
             max_ack_pending=max(self.batch * 4, 1000),
             filter_subject=self.filter_subject,
         )
-        return await self.js.pull_subscribe(  # pyright: ignore[reportUnknownMemberType]
-            self.filter_subject, durable=self.durable, stream=self.stream, config=config
+        # Create the consumer, or update an existing one to these settings (ack wait, batch limits):
+        # a changed setting then takes effect without an operator deleting the consumer.
+        await self.js.add_consumer(self.stream, config)  # pyright: ignore[reportUnknownMemberType]
+        return await self.js.pull_subscribe_bind(  # pyright: ignore[reportUnknownMemberType]
+            durable=self.durable, stream=self.stream
         )
 
     def start(self) -> None:
@@ -101,6 +106,15 @@ class PullConsumer:
                 await self._subscription.unsubscribe()
             self._subscription = None
 
+    async def _handle_batch(self, messages: list[Msg]) -> None:
+        semaphore = asyncio.Semaphore(self.concurrency)
+
+        async def limited(message: Msg) -> None:
+            async with semaphore:
+                await self.handle(message)
+
+        await asyncio.gather(*(limited(m) for m in messages))
+
     async def run(self) -> None:
         """Fetch and handle until stopped; reconnects and retries after errors."""
         subscription: Any = None
@@ -112,8 +126,9 @@ class PullConsumer:
                     messages: list[Msg] = await subscription.fetch(self.batch, timeout=1.0)
                 except (TimeoutError, NatsTimeoutError):
                     continue
-                for message in messages:
-                    await self.handle(message)
+                # Messages of one batch are applied concurrently (bounded by the connection pool);
+                # two for the same instance serialize on its row lock.
+                await self._handle_batch(messages)
             except asyncio.CancelledError:
                 raise
             except Exception:

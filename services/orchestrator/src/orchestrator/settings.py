@@ -30,10 +30,14 @@ class Settings(ServiceSettings):
     consumer_batch: int = 256
     """Messages fetched per pull from WF_RESULTS and WF_TASKS."""
     consumer_ack_wait_seconds: float = 30.0
+    consumer_concurrency: int = 8
+    """Messages of a fetched batch applied at once (keep below db_pool_size)."""
     timer_poll_seconds: float = 0.2
     """How often due timers are looked for (retries, deadlines, timer steps, task due dates)."""
     default_job_timeout_seconds: float = 300.0
     """Deadline of a machine step attempt whose step sets none: a lost job is re-dispatched after it."""
+    outbox_relay: bool = True
+    """Publish committed outbox rows from this process (off only in fault tests: commits, no publishes)."""
     run_background: bool = True
     """Run the consumers and the timer loop (tests may drive them by hand)."""
 
