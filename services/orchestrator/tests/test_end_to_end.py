@@ -400,3 +400,72 @@ async def test_results_apply_once_stale_and_foreign_results_are_dropped(suite: S
     await asyncio.sleep(0.5)
     body = await suite.get(other["id"])
     assert body["status"] == "running" and "forged" not in body["data"]
+
+
+async def test_cancel_while_a_step_runs_drops_its_late_result(suite: Suite) -> None:
+    import msgspec
+
+    held: list[JobMessage] = []
+    arrived = asyncio.Event()
+
+    async def hold(job: JobMessage) -> None:
+        held.append(job)
+        arrived.set()
+
+    await suite.register(chain("held", "c.held", "c.after"))
+    await suite.worker("c.held", hold)  # type: ignore[arg-type]
+    after: list[str] = []
+
+    async def record_after(job: JobMessage) -> JobResult:
+        after.append(job.job_id)
+        return JobResult(job_id=job.job_id, attempt=job.attempt, status="completed")
+
+    await suite.worker("c.after", record_after)
+    started = await suite.start("held")
+    await asyncio.wait_for(arrived.wait(), 10)
+    response = await suite.api.post(
+        f"/v1/instances/{started['id']}/cancel", json={"reason": "stop"}, headers=suite.headers()
+    )
+    assert response.json()["status"] == "cancelled" and response.json()["cancel_reason"] == "stop"
+    late = JobResult(job_id=held[0].job_id, attempt=1, status="completed", output={"late": True})
+    await suite.js.publish(f"wf.results.{suite.tenant}", msgspec.json.encode(late))
+    await asyncio.sleep(0.5)
+    body = await suite.get(started["id"])
+    assert body["status"] == "cancelled" and "late" not in body["data"] and after == []
+    history = (await suite.api.get(f"/v1/instances/{started['id']}/history", headers=suite.headers())).json()
+    assert [a["outcome"] for a in history["attempts"]] == ["cancelled"]
+
+
+async def test_an_overdue_task_is_escalated(suite: Suite) -> None:
+    await suite.register(
+        {
+            "name": "overdue",
+            "version": "1.0.0",
+            "steps": {
+                "review": {
+                    "type": "human",
+                    "title": "Review",
+                    "candidate_groups": ["clerks"],
+                    "due_in": 0.3,
+                    "escalation": {"candidate_groups": ["managers"], "priority": 90},
+                }
+            },
+        }
+    )
+    escalations = await suite.js.pull_subscribe(
+        f"wf.tasks.{suite.tenant}.escalated", durable=f"esc-{suite.tenant}", stream="WF_TASKS"
+    )
+    inbox = await suite.task_messages()
+    started = await suite.start("overdue")
+    task = await suite.next_task(inbox)
+    assert task.due_at is not None
+    (message,) = await escalations.fetch(1, timeout=10)
+    body = __import__("json").loads(message.data)
+    assert body == {
+        "task_id": task.task_id,
+        "tenant": suite.tenant,
+        "instance_id": started["id"],
+        "add_candidate_groups": ["managers"],
+        "priority": 90,
+    }
+    assert (await suite.get(started["id"]))["status"] == "waiting"
