@@ -23,8 +23,14 @@ _sync:
 dev: bootstrap ## Run the suite locally: Postgres :5433, NATS :4222, services; Ctrl-C stops everything
 	$(UV) run --frozen python -m wf_stack dev
 
+.PHONY: browser
+browser: ## Install Debian's chromium for the browser tests, if missing (apt; root)
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium is missing: run 'sudo apt-get install chromium' (browser tests will fail)"; fi; }
+
 .PHONY: test
-test: bootstrap ## Run every test against a throwaway Postgres and nats-server (what CI runs)
+test: bootstrap browser ## Run every test against a throwaway Postgres and nats-server (what CI runs)
 	$(UV) run --frozen python -m wf_stack run -- python -m pytest $(PYTEST_ARGS)
 
 .PHONY: lint

@@ -135,3 +135,31 @@ def test_the_json_schema_rejects_bad_wire(bad: dict[str, object]) -> None:
     import jsonschema
 
     assert list(jsonschema.Draft202012Validator(wire_json_schema()).iter_errors(bad))
+
+
+def test_python_and_yaml_forms_of_one_definition_have_one_digest() -> None:
+    class Integral(BaseMachineStep):
+        name = "integral"
+        retry = RetryPolicy(initial_interval=1, max_interval=60)  # ints where the wire has floats
+        timeout = 30
+
+    from_python = WorkflowDefinition("digest", "1.0.0", steps={"a": Integral})
+    from_yaml = load_definition(
+        "name: digest\nversion: 1.0.0\nsteps:\n  a: {type: machine, step_type: integral, name: integral,"
+        " timeout: 30, retry: {initial_interval: 1, max_interval: 60}}\n"
+    )
+    assert from_python.to_wire() == from_yaml.to_wire()
+    assert from_python.digest == from_yaml.digest
+
+
+def test_wrong_types_in_python_steps_are_validation_errors_not_crashes() -> None:
+    from workflow_core import BaseHumanStep, DefinitionInvalidError
+
+    class Bad(BaseHumanStep):
+        name = "bad"
+        title = "T"
+        priority = "high"  # type: ignore[assignment]
+
+    with pytest.raises(DefinitionInvalidError) as caught:
+        WorkflowDefinition("bad", "1.0.0", steps={"b": Bad})
+    assert any("priority" in e.path for e in caught.value.errors)

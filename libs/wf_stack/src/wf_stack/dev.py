@@ -16,13 +16,14 @@ from typing import TextIO
 
 from wf_stack.nats import NatsServer
 from wf_stack.postgres import PostgresServer
-from wf_stack.supervisor import CommandUnit, DevStack, ServerUnit
+from wf_stack.supervisor import CommandUnit, DevStack, PrefixedOutput, ServerUnit
 
 __all__ = [
     "DEV_NATS_MONITOR_PORT",
     "DEV_NATS_PORT",
     "DEV_POSTGRES_PORT",
     "SERVICE_PORTS",
+    "RegisterExamples",
     "build_dev_stack",
     "service_environment",
 ]
@@ -45,6 +46,7 @@ def build_dev_stack(
     nats_monitor_port: int = DEV_NATS_MONITOR_PORT,
     services: bool = True,
     service_ports: Mapping[str, int] = SERVICE_PORTS,
+    examples: bool = True,
 ) -> DevStack:
     """The development stack, not yet started.
 
@@ -57,6 +59,8 @@ def build_dev_stack(
         nats_monitor_port: NATS monitoring port.
         services: Also run the three services (registry, orchestrator, inbox).
         service_ports: Their ports (8001-8003 unless a test needs others).
+        examples: With the services, register the example definitions (tenant ``acme``) and run
+            the example worker (every tenant), when the repository's ``examples/`` is there.
     """
     directory = directory.absolute()
     stack = DevStack(output=output)
@@ -98,7 +102,42 @@ def build_dev_stack(
                     describe=f"http://127.0.0.1:{port}/",
                 )
             )
+        if examples:
+            _add_examples(stack, directory, nats_port=nats_port, ports=service_ports)
     return stack
+
+
+def _add_examples(stack: DevStack, directory: Path, *, nats_port: int, ports: Mapping[str, int]) -> None:
+    """The example definitions (registered for tenant ``acme``) and the example worker (every tenant).
+
+    The repository root is the parent of the data directory (``.dev``); the worker runs there so
+    that ``examples.worker:steps`` is importable.
+    """
+    root = directory.parent
+    if not (root / "examples" / "worker.py").is_file():
+        return
+    stack.add(
+        RegisterExamples(
+            examples=root / "examples",
+            key_dir=directory,
+            registry_url=f"http://127.0.0.1:{ports['definition-registry']}",
+            orchestrator_url=f"http://127.0.0.1:{ports['orchestrator']}",
+        )
+    )
+    stack.add(
+        CommandUnit(
+            "worker",
+            [sys.executable, "-m", "wf_cli", "worker", "run", "examples.worker:steps"],
+            env={
+                "WF_WORKER_NATS_URL": f"nats://127.0.0.1:{nats_port}",
+                "WF_WORKER_TENANT": "*",
+                "OTEL_TRACES_EXPORTER": os.environ.get("OTEL_TRACES_EXPORTER", "none"),
+                "OTEL_SERVICE_NAME": "example-worker",
+            },
+            cwd=root,
+            describe="examples.worker:steps for every tenant",
+        )
+    )
 
 
 def service_environment(
@@ -133,3 +172,84 @@ def service_environment(
         env["TASK_INBOX_DEV_LOGIN"] = "true"
         env["TASK_INBOX_DEV_PRIVATE_KEY_FILE"] = str(directory / "jwt-private.pem")
     return env
+
+
+class RegisterExamples:
+    """A one-shot unit: waits for the registry and orchestrator to be ready, then registers the
+    example definitions (``examples/*/definition.yaml``) for tenant ``acme`` with a dev token.
+
+    It stays "running" after it is done (a unit that exits would stop the stack).
+    """
+
+    def __init__(
+        self,
+        *,
+        examples: Path,
+        key_dir: Path,
+        registry_url: str,
+        orchestrator_url: str,
+        tenant: str = "acme",
+        timeout: float = 120.0,
+    ) -> None:
+        self.name = "examples"
+        self._examples = examples
+        self._key_dir = key_dir
+        self._registry_url = registry_url
+        self._orchestrator_url = orchestrator_url
+        self._tenant = tenant
+        self._timeout = timeout
+        self._registered: list[str] = []
+
+    def start(self, output: PrefixedOutput) -> None:
+        """Register every example (a failure is printed, and does not stop the stack)."""
+        import time
+
+        import httpx
+
+        from wf_client import SyncWorkflowClient, WorkflowClientError  # workspace libraries
+        from wf_platform.devkeys import ensure_dev_keys, mint_token
+
+        deadline = time.monotonic() + self._timeout
+        for url in (self._registry_url, self._orchestrator_url):
+            while True:
+                try:
+                    if httpx.get(f"{url}/health/ready", timeout=2.0).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    output.line(self.name, f"{url} is not ready; examples not registered")
+                    return
+                time.sleep(0.5)
+        keys = ensure_dev_keys(self._key_dir)
+        token = mint_token(
+            keys.private_key(),
+            tenant=self._tenant,
+            sub="make-dev",
+            roles=["definitions:read", "definitions:write"],
+            groups=[],
+            ttl_seconds=300,
+            kid=keys.kid,
+        )
+        with SyncWorkflowClient(registry_url=self._registry_url, token=token) as client:
+            for path in sorted(self._examples.glob("*/definition.yaml")):
+                try:
+                    body = client.register(path)
+                except WorkflowClientError as exc:
+                    output.line(self.name, f"{path}: {exc}")
+                    continue
+                self._registered.append(f"{body.get('name')} {body.get('version')}")
+                output.line(
+                    self.name, f"registered {body.get('name')} {body.get('version')} for {self._tenant}"
+                )
+
+    def stop(self) -> None:
+        """Nothing runs."""
+
+    def exit_code(self) -> int | None:
+        """Never exits on its own."""
+        return None
+
+    def summary(self) -> str:
+        """What was registered."""
+        return f"{', '.join(self._registered) or 'no examples'} registered for tenant {self._tenant}"

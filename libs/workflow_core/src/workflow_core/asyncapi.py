@@ -21,6 +21,7 @@ from workflow_core.messages import (
     TaskCancelledMessage,
     TaskCompletedMessage,
     TaskCreatedMessage,
+    TaskEscalatedMessage,
 )
 
 __all__ = ["MESSAGES", "asyncapi_document", "main"]
@@ -64,6 +65,14 @@ _CHANNELS: dict[str, tuple[str, dict[str, Any], type[msgspec.Struct], str, str, 
         TaskCancelledMessage,
         "A task withdrawn (instance cancelled).",
         "task:<task_id>:cancelled",
+        "orchestrator -> inbox",
+    ),
+    "tasksEscalated": (
+        "wf.tasks.{tenant}.escalated",
+        {"tenant": _TENANT},
+        TaskEscalatedMessage,
+        "An overdue task: add candidate groups and/or set its priority (an extension of the design).",
+        "task:<task_id>:escalated",
         "orchestrator -> inbox",
     ),
     "tasksCompleted": (

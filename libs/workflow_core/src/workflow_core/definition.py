@@ -131,6 +131,12 @@ class WorkflowDefinition:
             ],
             start=self.start,
         )
+        try:
+            # One canonical form whatever the source: a Python ``initial_interval=1`` and YAML's
+            # ``1`` both become 1.0, so the same definition always has the same digest.
+            self.spec = msgspec.convert(msgspec.to_builtins(self.spec), DefinitionSpec)
+        except msgspec.ValidationError as exc:
+            issues.append(ValidationIssue(path=_msgspec_path(str(exc)), message=str(exc)))
         self._check(issues)
 
     def _resolve(self, end: object, path: str, issues: list[ValidationIssue]) -> str:
@@ -222,6 +228,14 @@ class WorkflowDefinition:
 
     def __repr__(self) -> str:
         return f"WorkflowDefinition(name={self.name!r}, version={self.version!r}, steps={list(self.steps)})"
+
+
+def _msgspec_path(message: str) -> str:
+    """``... - at `$.steps.a.retry`'' -> ``steps.a.retry``."""
+    marker = "at `$."
+    if marker not in message:
+        return ""
+    return message.split(marker, 1)[1].rstrip("`")
 
 
 def _without_default_name(key: str, spec: NodeSpec) -> NodeSpec:

@@ -23,6 +23,7 @@ __all__ = [
     "TaskCancelledMessage",
     "TaskCompletedMessage",
     "TaskCreatedMessage",
+    "TaskEscalatedMessage",
     "decode",
     "encode",
     "job_msg_id",
@@ -92,6 +93,16 @@ class TaskCancelledMessage(msgspec.Struct, frozen=True, kw_only=True):
     tenant: str
     instance_id: str
     reason: str = ""
+
+
+class TaskEscalatedMessage(msgspec.Struct, frozen=True, kw_only=True):
+    """An overdue task widened: ``wf.tasks.<tenant>.escalated`` (an extension of DESIGN §5)."""
+
+    task_id: str
+    tenant: str
+    instance_id: str
+    add_candidate_groups: list[str] = []
+    priority: int | None = None
 
 
 class TaskCompletedMessage(msgspec.Struct, frozen=True, kw_only=True):

@@ -65,8 +65,8 @@ def result_subject(tenant: str) -> str:
     return f"wf.results.{validate_tenant(tenant)}"
 
 
-def task_subject(tenant: str, what: Literal["created", "cancelled", "completed", "updated"]) -> str:
-    """``wf.tasks.<tenant>.<created|cancelled|completed|updated>``."""
+def task_subject(tenant: str, what: Literal["created", "cancelled", "completed", "escalated"]) -> str:
+    """``wf.tasks.<tenant>.<created|cancelled|completed|escalated>``."""
     return f"wf.tasks.{validate_tenant(tenant)}.{what}"
 
 

@@ -34,6 +34,7 @@ from workflow_core.messages import (
     JobMessage,
     TaskCancelledMessage,
     TaskCreatedMessage,
+    TaskEscalatedMessage,
     encode,
     job_msg_id,
 )
@@ -55,7 +56,7 @@ from workflow_core.models import (
 )
 from workflow_core.subjects import instance_event_subject, job_subject, task_subject
 
-__all__ = ["Applied", "Runtime", "TaskEscalatedMessage"]
+__all__ = ["Applied", "Runtime"]
 
 _OUTCOMES = {
     StepStatus.COMPLETED: "completed",
@@ -64,16 +65,6 @@ _OUTCOMES = {
 }
 
 logger = logging.getLogger("orchestrator.runtime")
-
-
-class TaskEscalatedMessage(msgspec.Struct, frozen=True, kw_only=True):
-    """A task passed its due date: ``wf.tasks.<tenant>.escalated`` (an extension of DESIGN §5)."""
-
-    task_id: str
-    tenant: str
-    instance_id: str
-    add_candidate_groups: list[str]
-    priority: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,7 +215,7 @@ class Runtime:
                     )
                 case EscalateTask():
                     await uow.publish(
-                        f"wf.tasks.{tenant}.escalated",
+                        task_subject(tenant, "escalated"),
                         encode(
                             TaskEscalatedMessage(
                                 task_id=command.task_id,

@@ -71,6 +71,7 @@ from workflow_core.messages import (
     TaskCancelledMessage,
     TaskCompletedMessage,
     TaskCreatedMessage,
+    TaskEscalatedMessage,
     encode,
 )
 from workflow_core.subjects import task_subject
@@ -255,16 +256,6 @@ class TaskPage(msgspec.Struct, frozen=True, kw_only=True):
     items: list[TaskSummary]
     next_cursor: str | None
     limit: int
-
-
-class TaskEscalatedMessage(msgspec.Struct, frozen=True, kw_only=True):
-    """``wf.tasks.<tenant>.escalated`` (an orchestrator extension of DESIGN §5; same shape as its own)."""
-
-    task_id: str
-    tenant: str
-    instance_id: str
-    add_candidate_groups: list[str] = []
-    priority: int | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

@@ -1,0 +1,1 @@
+"""Runnable examples: expense approval, order fulfilment, document review (see README.md)."""

@@ -1,0 +1,1 @@
+"""Document review: revise -> review until approved, at most five revisions."""

@@ -1,0 +1,1 @@
+"""Expense approval: validate -> human review (finance) -> exclusive on the decision -> pay or notify."""
