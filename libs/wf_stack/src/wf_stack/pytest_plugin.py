@@ -123,12 +123,48 @@ def wf_stack_nats() -> Iterator[_NatsEndpoints]:
     """The session's nats-server addresses (prefer ``nats_url`` and ``nats_monitor_url``)."""
     url = _from_env(ENV_NATS_URL)
     if url is not None:
+        _session_nats["url"] = url
         yield _NatsEndpoints(url, _from_env(ENV_NATS_MONITOR_URL))
         return
     from wf_stack.nats import NatsServer  # only when a test needs it
 
     with NatsServer.start() as server:
+        _session_nats["url"] = server.url
         yield _NatsEndpoints(server.url, server.monitor_url)
+    _session_nats.pop("url", None)
+
+
+# The JetStream state a test module leaves behind (streams, and above all durable consumers on the
+# work-queue streams, which refuse a second consumer whose filter overlaps) must not reach the next
+# module: before the first test of each module that uses the session's nats-server, every stream is
+# deleted (and its consumers with it). Apps and tests provision what they need again.
+_session_nats: dict[str, str] = {}
+_last_module: dict[str, str] = {}
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Give each test module that uses ``nats_url`` an empty JetStream."""
+    if "nats_url" not in getattr(item, "fixturenames", ()):
+        return
+    module = item.nodeid.split("::", 1)[0]
+    if _last_module.get("name") == module:
+        return
+    _last_module["name"] = module
+    url = _session_nats.get("url") or _from_env(ENV_NATS_URL)
+    if url is not None:
+        _run_sync(_delete_streams(url))
+
+
+async def _delete_streams(url: str) -> None:
+    import nats  # here: keeps loading the plugin cheap
+
+    client: Any = await nats.connect(url, connect_timeout=5, max_reconnect_attempts=1)  # pyright: ignore[reportUnknownMemberType]
+    try:
+        jetstream: Any = client.jetstream()
+        for info in await jetstream.streams_info():
+            await jetstream.delete_stream(info.config.name)
+    finally:
+        await client.close()
 
 
 @pytest.fixture(scope="session")

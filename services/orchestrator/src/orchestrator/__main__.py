@@ -1,55 +1,34 @@
-"""``python -m orchestrator`` serves; ``python -m orchestrator migrate [--tenant ID ...]``
-creates the database if missing, migrates the shared schema and every known tenant (plus the named
-ones), then exits."""
+"""``python -m orchestrator`` serves; ``python -m orchestrator migrate [--tenant ID ...]`` migrates
+the tenant schemas and the shared timer schema, then exits."""
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import sys
-
-import uvicorn
 
 from orchestrator.app import create_app, migrate_shared_schema, platform_config
 from orchestrator.settings import Settings
+from wf_platform.cli import service_main
 from wf_platform.db import create_engine
-from wf_platform.logs import configure_logging
-from wf_platform.plugin import migrate
 
 
-async def _migrate(settings: Settings, tenants: tuple[str, ...]) -> list[str]:
-    migrated = await migrate(platform_config(settings), tenants=tenants)
+async def _migrate_shared(settings: Settings) -> None:
     engine = create_engine(settings.database_url, pool_size=1)
     try:
         await migrate_shared_schema(engine)
     finally:
         await engine.dispose()
-    return list(migrated)
 
 
 def main(argv: list[str] | None = None) -> int:
     """The command line."""
-    parser = argparse.ArgumentParser(prog="python -m orchestrator")
-    sub = parser.add_subparsers(dest="command")
-    sub.add_parser("serve", help="serve the API (the default)")
-    migrate_cmd = sub.add_parser("migrate", help="create/migrate the database and tenant schemas, then exit")
-    migrate_cmd.add_argument("--tenant", action="append", default=[], help="also provision this tenant")
-    args = parser.parse_args(argv)
-    settings = Settings.from_environ()
-    configure_logging(service=settings.service_name, level=settings.log_level)
-    if args.command == "migrate":
-        tenants = asyncio.run(_migrate(settings, tuple(args.tenant)))
-        print(f"migrated {len(tenants)} tenant(s)")  # noqa: T201 - a command's result
-        return 0
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        proxy_headers=True,
-        server_header=False,
+    return service_main(
+        argv,
+        program="python -m orchestrator",
+        load_settings=Settings.from_environ,
+        create_app=create_app,
+        platform_config=platform_config,
+        extra_migration=_migrate_shared,
     )
-    return 0
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from orchestrator.consumers import (
     RESULTS,
     TASK_COMPLETIONS,
-    PullConsumer,
     ResultHandler,
     TaskCompletionHandler,
     TimerLoop,
@@ -30,6 +29,7 @@ from orchestrator.settings import Settings
 from orchestrator.streams import ORCHESTRATOR_STREAMS
 from orchestrator.tables import SHARED_SCHEMA
 from wf_platform.auth import Caller
+from wf_platform.consumers import PullConsumer
 from wf_platform.db import TenantDatabase, tenants_table
 from wf_platform.migrations import upgrade
 from wf_platform.plugin import Platform, PlatformConfig, PlatformPlugin
@@ -109,7 +109,7 @@ class Orchestrator:
                     js,
                     stream=stream,
                     durable=durable,
-                    filter_subject=subject,
+                    filter_subjects=[subject],
                     handle=handler,
                     batch=self.settings.consumer_batch,
                     ack_wait=self.settings.consumer_ack_wait_seconds,

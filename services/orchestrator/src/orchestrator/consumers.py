@@ -15,17 +15,14 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
 
 import msgspec
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeoutError
-from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.repositories import InstanceRepository, TimerRepository
 from orchestrator.runtime import Runtime
+from wf_platform.consumers import settle
 from wf_platform.db import TenantDatabase
 from wf_platform.telemetry import consumer_span
 from wf_platform.tenancy import TenantId, is_valid_tenant_id
@@ -34,122 +31,12 @@ from workflow_core.messages import JobResult, TaskCompletedMessage
 from workflow_core.models import Event, StepCompleted, StepError, StepFailed, TaskCompleted, TimerFired
 from workflow_core.subjects import RESULTS_STREAM, TASKS_STREAM
 
-__all__ = ["PullConsumer", "ResultHandler", "TaskCompletionHandler", "TimerLoop"]
+__all__ = ["ResultHandler", "TaskCompletionHandler", "TimerLoop"]
 
 logger = logging.getLogger("orchestrator.consumers")
 
 TenantDb = Callable[[TenantId], TenantDatabase]
 KnownTenant = Callable[[str], Awaitable[bool]]
-
-
-class PullConsumer:
-    """A durable pull consumer that fetches batches and hands each message to ``handle``."""
-
-    def __init__(
-        self,
-        js: JetStreamContext,
-        /,
-        *,
-        stream: str,
-        durable: str,
-        filter_subject: str,
-        handle: Callable[[Msg], Awaitable[None]],
-        batch: int,
-        ack_wait: float,
-        concurrency: int = 8,
-    ) -> None:
-        self.js = js
-        self.concurrency = concurrency
-        self.stream = stream
-        self.durable = durable
-        self.filter_subject = filter_subject
-        self.handle = handle
-        self.batch = batch
-        self.ack_wait = ack_wait
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = asyncio.Event()
-        self._subscription: Any = None
-
-    async def subscribe(self) -> Any:
-        """Bind (creating if needed) the durable consumer."""
-        config = ConsumerConfig(
-            durable_name=self.durable,
-            ack_policy=AckPolicy.EXPLICIT,
-            deliver_policy=DeliverPolicy.ALL,
-            ack_wait=self.ack_wait,
-            max_deliver=-1,
-            max_ack_pending=max(self.batch * 4, 1000),
-            filter_subject=self.filter_subject,
-        )
-        # Create the consumer, or update an existing one to these settings (ack wait, batch limits):
-        # a changed setting then takes effect without an operator deleting the consumer.
-        await self.js.add_consumer(self.stream, config)  # pyright: ignore[reportUnknownMemberType]
-        return await self.js.pull_subscribe_bind(  # pyright: ignore[reportUnknownMemberType]
-            durable=self.durable, stream=self.stream
-        )
-
-    def start(self) -> None:
-        """Run :meth:`run` in the background."""
-        self._task = asyncio.get_running_loop().create_task(self.run(), name=f"consumer {self.durable}")
-
-    async def stop(self) -> None:
-        """Stop fetching; the message in hand is finished first."""
-        self._stopping.set()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._subscription is not None:
-            # Messages fetched into the subscription but not handled are simply redelivered after
-            # ack_wait; unsubscribing now keeps the connection's drain from waiting on them.
-            with contextlib.suppress(Exception):
-                await self._subscription.unsubscribe()
-            self._subscription = None
-
-    async def _handle_batch(self, messages: list[Msg]) -> None:
-        semaphore = asyncio.Semaphore(self.concurrency)
-
-        async def limited(message: Msg) -> None:
-            async with semaphore:
-                await self.handle(message)
-
-        await asyncio.gather(*(limited(m) for m in messages))
-
-    async def run(self) -> None:
-        """Fetch and handle until stopped; reconnects and retries after errors."""
-        subscription: Any = None
-        while not self._stopping.is_set():
-            try:
-                if subscription is None:
-                    subscription = self._subscription = await self.subscribe()
-                try:
-                    messages: list[Msg] = await subscription.fetch(self.batch, timeout=1.0)
-                except (TimeoutError, NatsTimeoutError):
-                    continue
-                # Messages of one batch are applied concurrently (bounded by the connection pool);
-                # two for the same instance serialize on its row lock.
-                await self._handle_batch(messages)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("consumer %s failed; retrying", self.durable)
-                subscription = None
-                await asyncio.sleep(1.0)
-
-
-async def _settle(message: Msg, apply: Callable[[], Awaitable[None]]) -> None:
-    """Ack after ``apply`` committed; nak with a delay when it failed (the message comes back)."""
-    try:
-        await apply()
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        logger.exception("applying %s failed; it will be redelivered", message.subject)
-        with contextlib.suppress(Exception):
-            await message.nak(delay=1.0)
-        return
-    with contextlib.suppress(Exception):
-        await message.ack()
 
 
 class ResultHandler:
@@ -211,7 +98,7 @@ class ResultHandler:
                 self.metrics.results.labels(status=result.status).inc()
             self.metrics.transition_seconds.labels(source="result").observe(time.perf_counter() - started)
 
-        await _settle(message, apply)
+        await settle(message, apply)
 
 
 class TaskCompletionHandler:
@@ -258,7 +145,7 @@ class TaskCompletionHandler:
                 self.metrics.tasks.labels(event="completed").inc()
             self.metrics.transition_seconds.labels(source="task").observe(time.perf_counter() - started)
 
-        await _settle(message, apply)
+        await settle(message, apply)
 
 
 class TimerLoop:

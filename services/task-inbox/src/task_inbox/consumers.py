@@ -29,17 +29,16 @@ from typing import Any
 
 import msgspec
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from task_inbox.metrics import InboxMetrics
-from task_inbox.services import Outcome, TaskEscalatedMessage, TaskIntake
+from task_inbox.services import Outcome, TaskIntake
+from wf_platform.consumers import PullConsumer
 from wf_platform.db import TenantDatabase
 from wf_platform.logs import tenant_var
 from wf_platform.telemetry import consumer_span
 from wf_platform.tenancy import TenantId, is_valid_tenant_id
-from workflow_core.messages import TaskCancelledMessage, TaskCreatedMessage
+from workflow_core.messages import TaskCancelledMessage, TaskCreatedMessage, TaskEscalatedMessage
 from workflow_core.subjects import TASKS_STREAM
 
 __all__ = ["TASK_EVENTS", "PullConsumer", "TaskMessageHandler", "task_filter_subjects"]
@@ -58,101 +57,6 @@ _UNKNOWN_RETRIES = 10
 def task_filter_subjects(tenant: str = "*") -> list[str]:
     """The consumer's filters: every tenant (``*``) or one."""
     return [f"wf.tasks.{tenant}.{event}" for event in TASK_EVENTS]
-
-
-class PullConsumer:
-    """A durable pull consumer that fetches batches and hands each message to ``handle``.
-
-    (The same shape as the orchestrator's; a candidate for wf_platform.)
-    """
-
-    def __init__(
-        self,
-        js: JetStreamContext,
-        /,
-        *,
-        stream: str,
-        durable: str,
-        filter_subjects: list[str],
-        handle: Callable[[Msg], Awaitable[None]],
-        batch: int,
-        ack_wait: float,
-        concurrency: int = 8,
-    ) -> None:
-        self.js = js
-        self.concurrency = concurrency
-        self._semaphore = asyncio.Semaphore(concurrency)
-        self.stream = stream
-        self.durable = durable
-        self.filter_subjects = filter_subjects
-        self.handle = handle
-        self.batch = batch
-        self.ack_wait = ack_wait
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = asyncio.Event()
-        self._subscription: Any = None
-
-    async def subscribe(self) -> Any:
-        """Bind (creating if needed) the durable consumer."""
-        config = ConsumerConfig(
-            durable_name=self.durable,
-            ack_policy=AckPolicy.EXPLICIT,
-            deliver_policy=DeliverPolicy.ALL,
-            ack_wait=self.ack_wait,
-            max_deliver=-1,
-            max_ack_pending=max(self.batch * 4, 1000),
-            filter_subjects=self.filter_subjects,
-        )
-        # Create the consumer, or update an existing one to these settings: a changed setting then
-        # takes effect without an operator deleting the consumer.
-        await self.js.add_consumer(self.stream, config)  # pyright: ignore[reportUnknownMemberType]
-        return await self.js.pull_subscribe_bind(  # pyright: ignore[reportUnknownMemberType]
-            durable=self.durable, stream=self.stream
-        )
-
-    def start(self) -> None:
-        """Run :meth:`run` in the background."""
-        self._task = asyncio.get_running_loop().create_task(self.run(), name=f"consumer {self.durable}")
-
-    async def stop(self) -> None:
-        """Stop fetching; the message in hand is finished first."""
-        self._stopping.set()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._subscription is not None:
-            # Fetched but unhandled messages come back after ack_wait; unsubscribing now keeps the
-            # connection's drain from waiting on them.
-            with contextlib.suppress(Exception):
-                await self._subscription.unsubscribe()
-            self._subscription = None
-
-    async def _limited(self, message: Msg) -> None:
-        async with self._semaphore:
-            await self.handle(message)
-
-    async def run(self) -> None:
-        """Fetch and handle until stopped; re-binds and retries after errors."""
-        subscription: Any = None
-        while not self._stopping.is_set():
-            try:
-                if subscription is None:
-                    subscription = self._subscription = await self.subscribe()
-                try:
-                    messages: list[Msg] = await subscription.fetch(self.batch, timeout=1.0)
-                except (TimeoutError, NatsTimeoutError):
-                    continue
-                # A batch is applied concurrently (bounded; the pool is the real limit). Order between
-                # messages of one task does not matter: a cancellation that overtakes its creation
-                # leaves a tombstone, an escalation that does is retried.
-                await asyncio.gather(*(self._limited(m) for m in messages))
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("consumer %s failed; retrying", self.durable)
-                subscription = None
-                await asyncio.sleep(1.0)
 
 
 class _TaskNotYetHereError(Exception):
