@@ -16,6 +16,7 @@ Route guards come from :func:`wf_platform.auth.requires_role`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import asynccontextmanager
@@ -64,6 +65,7 @@ __all__ = ["Platform", "PlatformConfig", "PlatformPlugin", "get_platform", "migr
 logger = logging.getLogger("wf_platform")
 
 PLATFORM_STATE_KEY = "wf_platform"
+_STOP_STEP_SECONDS = 15.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -200,19 +202,28 @@ class Platform:
         logger.info("%s started", settings.service_name)
 
     async def stop(self) -> None:
-        """Stop the relay, drain NATS, dispose of the engine."""
+        """Stop the relay, drain NATS, dispose of the engine; each step bounded in time.
+
+        A shutdown must end even when a dependency hangs (a database that stopped answering, a
+        NATS server paused): what did not finish in time is logged and left to the process exit.
+        """
+        steps: list[tuple[str, Any]] = []
         if self._relay is not None:
-            await self._relay.stop()
+            steps.append(("outbox relay", self._relay.stop()))
         if self.nats is not None:
-            try:
-                await self.nats.drain()
-            except Exception as exc:
-                logger.warning("nats drain failed: %s", exc)
+            steps.append(("nats drain", self.nats.drain()))
             self.nats = None
         if isinstance(self.verifier.keys, JwksKeySource):
-            await self.verifier.keys.aclose()
+            steps.append(("jwks client", self.verifier.keys.aclose()))
         if self._engine is not None:
-            await self._engine.dispose()
+            steps.append(("database pool", self._engine.dispose()))
+        for name, step in steps:
+            try:
+                await asyncio.wait_for(step, timeout=_STOP_STEP_SECONDS)
+            except TimeoutError:
+                logger.warning("stopping the %s took longer than %ss; going on", name, _STOP_STEP_SECONDS)
+            except Exception as exc:
+                logger.warning("stopping the %s failed: %s", name, exc)
 
     def ready_checks(self) -> dict[str, HealthCheck]:
         """Postgres and NATS (plus the service's own)."""
