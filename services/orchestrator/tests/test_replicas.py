@@ -8,6 +8,7 @@ from collections import Counter
 from typing import Any
 
 import httpx
+import pytest
 
 from orchestrator.app import create_app
 from wf_platform.testing import asgi_client
@@ -18,6 +19,7 @@ from .conftest import Suite, in_own_task
 INSTANCES = 500
 
 
+@pytest.mark.timeout(600)
 async def test_two_orchestrators_complete_500_instances_applying_each_step_once(suite: Suite) -> None:
     await suite.register(
         {
