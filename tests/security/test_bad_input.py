@@ -1,0 +1,328 @@
+"""Hostile request documents: size limits, nesting, expressions, mass assignment (DESIGN.md §7).
+
+Decisions asserted here:
+- Bodies over ``max_body_bytes`` (1 MiB) are 413 whether declared (Content-Length) or streamed.
+- Deep nesting is a 4xx, answered quickly; never a 500 or a RecursionError.
+- Server-owned fields in a request body: the orchestrator and the inbox refuse them (400, their
+  structs forbid unknown fields); the registry's wire format ignores unknown top-level members, so
+  there the fields must have no effect (author is the caller, digest is the content's, no tenant).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from wf_platform.testing import unique_tenant
+
+from .conftest import Stack
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+MIB = 1024 * 1024
+
+
+def one_step(name: str = "bad", **extra: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "version": "1.0.0",
+        "steps": {"a": {"type": "machine", "step_type": "bad.a"}},
+        "edges": [],
+        **extra,
+    }
+
+
+async def _instance(stack: Stack, tenant: str) -> str:
+    await stack.register(tenant, one_step())
+    return (await stack.start(tenant, "bad", {}))["id"]
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["content-length", "chunked"])
+async def test_bodies_over_one_mib_are_413_on_every_service(stack: Stack, streamed: bool) -> None:
+    tenant = unique_tenant("big")
+    instance_id = await _instance(stack, tenant)
+    task_id = await stack.seed_task(tenant)
+    payload = json.dumps({"data": {"blob": "x" * (MIB + 10)}}).encode()
+    targets = [
+        (stack.registry, "/v1/definitions"),
+        (stack.registry, "/v1/definitions/validate"),
+        (stack.orchestrator, "/v1/instances"),
+        (stack.orchestrator, f"/v1/instances/{instance_id}/signals/go"),
+        (stack.inbox, f"/v1/tasks/{task_id}/complete"),
+    ]
+    for client, path in targets:
+        if streamed:
+
+            async def chunks() -> AsyncIterator[bytes]:
+                for start in range(0, len(payload), 64 * 1024):
+                    yield payload[start : start + 64 * 1024]
+
+            response = await client.post(
+                path, content=chunks(), headers={**stack.headers(tenant), "Content-Type": "application/json"}
+            )
+        else:
+            response = await client.post(
+                path, content=payload, headers={**stack.headers(tenant), "Content-Type": "application/json"}
+            )
+        assert response.status_code == 413, (path, response.status_code, response.text[:300])
+        assert response.json()["code"] == "payload_too_large"
+    assert (
+        await stack.orchestrator.get(f"/v1/instances/{instance_id}", headers=stack.headers(tenant))
+    ).json()["data"] == {}
+
+
+async def test_a_definition_over_its_limit_is_413_and_not_stored(stack: Stack) -> None:
+    tenant = unique_tenant("bigdef")
+    body = one_step(description="d" * 300_000)  # over 262,144 bytes, under the 1 MiB body limit
+    for path in ("/v1/definitions", "/v1/definitions/validate"):
+        response = await stack.registry.post(path, json=body, headers=stack.headers(tenant))
+        assert response.status_code == 413, response.text[:300]
+        assert response.json()["code"] == "document_too_large"
+    assert (await stack.registry.get("/v1/definitions", headers=stack.headers(tenant))).json() == {
+        "items": []
+    }
+
+
+async def test_start_input_over_the_orchestrators_limit_is_413(stack: Stack) -> None:
+    tenant = unique_tenant("biginput")
+    await stack.register(tenant, one_step())
+    response = await stack.orchestrator.post(
+        "/v1/instances",
+        json={"definition": "bad", "input": {"blob": "x" * 270_000}},
+        headers=stack.headers(tenant),
+    )
+    assert response.status_code == 413, response.text[:300]
+    assert (await stack.orchestrator.get("/v1/instances", headers=stack.headers(tenant))).json()[
+        "items"
+    ] == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="orchestrator Settings.max_context_bytes is never enforced: signal (and retry) data are merged "
+    "into the context without any size check, so a caller grows it without bound (1 MiB per request)",
+)
+async def test_signals_cannot_grow_the_context_past_the_orchestrators_limit(stack: Stack) -> None:
+    tenant = unique_tenant("bigctx")
+    instance_id = await _instance(stack, tenant)
+    limit = stack.settings["orchestrator"].max_context_bytes  # 300,000 in this stack
+    statuses = []
+    for i in range(3):  # 3 x 150 kB > 300 kB
+        data = {f"blob{i}": "x" * 150_000}
+        path = f"/v1/instances/{instance_id}/signals/go"
+        statuses.append(
+            (
+                await stack.orchestrator.post(path, json={"data": data}, headers=stack.headers(tenant))
+            ).status_code
+        )
+    body = (
+        await stack.orchestrator.get(f"/v1/instances/{instance_id}", headers=stack.headers(tenant))
+    ).json()
+    assert len(json.dumps(body["data"])) <= limit, statuses
+    assert 413 in statuses, statuses
+
+
+async def test_an_expression_over_the_length_limit_is_422(stack: Stack) -> None:
+    definition = {
+        "name": "expr",
+        "version": "1.0.0",
+        "steps": {"a": {"type": "machine", "step_type": "e.a"}, "b": {"type": "machine", "step_type": "e.b"}},
+        "edges": [
+            {"source": "a", "target": "b", "condition": " || ".join(["amount > 1"] * 400)}
+        ],  # ~5,600 chars
+    }
+    response = await stack.registry.post(
+        "/v1/definitions", json=definition, headers=stack.headers(unique_tenant())
+    )
+    assert response.status_code == 422, response.text[:300]
+    assert any("edges" in e["path"] for e in response.json()["errors"]), response.text[:500]
+
+
+def _nested(depth: int) -> str:
+    return '{"a":' * depth + "1" + "}" * depth
+
+
+DEPTH_BUG = pytest.mark.xfail(
+    strict=True,
+    reason="JSON bodies decoded by Litestar (JSONBody: orchestrator start/cancel/retry/signal, inbox "
+    "complete/assign) get no max_json_depth check: 40 levels are accepted, and ~1,000+ levels raise "
+    "RecursionError in msgspec -> 500",
+)
+TARGETS = [
+    pytest.param("registry", "/v1/definitions", "json-object", id="registry-register-json"),
+    pytest.param("registry", "/v1/definitions/validate", "json-array", id="registry-validate-json"),
+    pytest.param("registry", "/v1/definitions", "yaml-flow", id="registry-register-yaml"),
+    pytest.param("registry", "/v1/definitions", "yaml-block", id="registry-register-yaml-block"),
+    pytest.param("orchestrator", "/v1/instances", "input", id="orchestrator-start", marks=DEPTH_BUG),
+    pytest.param("orchestrator", "signal", "data", id="orchestrator-signal", marks=DEPTH_BUG),
+    pytest.param("inbox", "complete", "data", id="inbox-complete", marks=DEPTH_BUG),
+]
+
+
+@pytest.mark.parametrize("depth", [40, 10_000])
+@pytest.mark.parametrize(("service", "route", "shape"), TARGETS)
+async def test_deep_nesting_is_a_quick_4xx(
+    stack: Stack, depth: int, service: str, route: str, shape: str
+) -> None:
+    tenant = unique_tenant("deep")
+    instance_id = await _instance(stack, tenant)
+    deep = _nested(depth)
+    media = "application/json"
+    match shape:
+        case "json-object":
+            text = f'{{"name":"n","version":"1.0.0","steps":{{}},"edges":[],"x":{deep}}}'
+        case "json-array":
+            text = "[" * depth + "]" * depth
+        case "yaml-flow":
+            text, media = "[" * depth + "]" * depth, "application/yaml"
+        case "yaml-block":
+            text, media = (
+                "\n".join("  " * i + "a:" for i in range(min(depth, 700))) + " 1",
+                "application/yaml",
+            )
+        case "input":
+            text = f'{{"definition":"bad","input":{{"x":{deep}}}}}'
+        case _:
+            text = f'{{"data":{{"approved":true,"x":{deep}}}}}'
+    path = {
+        "signal": f"/v1/instances/{instance_id}/signals/go",
+        "complete": f"/v1/tasks/{await stack.seed_task(tenant) if route == 'complete' else ''}/complete",
+    }.get(route, route)
+    started = time.monotonic()
+    response = await stack.clients[service].post(
+        path, content=text.encode(), headers={**stack.headers(tenant), "Content-Type": media}
+    )
+    elapsed = time.monotonic() - started
+    assert response.status_code in {400, 413, 422}, (response.status_code, response.text[:300])
+    assert elapsed < 10, elapsed  # no hang; the YAML parse time has its own test below
+    body = (
+        await stack.orchestrator.get(f"/v1/instances/{instance_id}", headers=stack.headers(tenant))
+    ).json()
+    assert body["data"] == {} and body["status"] == "running"
+
+
+async def test_server_owned_fields_in_bodies_are_refused_or_have_no_effect(stack: Stack) -> None:
+    tenant, other = unique_tenant("mass"), unique_tenant("massother")
+    owned = {
+        "id": str(uuid.uuid4()),
+        "status": "completed",
+        "tenant": other,
+        "created_at": "2000-01-01T00:00:00Z",
+        "author": "ceo",
+        "digest": "sha256:" + "0" * 64,
+        "deprecated": True,
+    }
+    # registry: unknown top-level members are ignored, and they change nothing
+    clean = one_step("massdef")
+    response = await stack.registry.post(
+        "/v1/definitions", json={**clean, **owned}, headers=stack.headers(tenant, sub="alice")
+    )
+    if response.status_code == 422:  # refused: register the clean one for the rest of the test
+        await stack.register(tenant, clean)
+    else:
+        assert response.status_code == 201, response.text
+        record = (
+            await stack.registry.get("/v1/definitions/massdef/versions/1.0.0", headers=stack.headers(tenant))
+        ).json()
+        assert record["author"] == "alice"
+        assert record["digest"] != owned["digest"]
+        assert record["deprecated"] is False
+        assert record["created_at"] != owned["created_at"]
+        assert "tenant" not in record["definition"] and "status" not in record["definition"]
+        validated = (
+            await stack.registry.post("/v1/definitions/validate", json=clean, headers=stack.headers(tenant))
+        ).json()
+        assert record["digest"] == validated["digest"]  # the extra members are not even part of the content
+        assert (await stack.registry.get("/v1/definitions", headers=stack.headers(other))).json() == {
+            "items": []
+        }
+    # orchestrator: refused
+    for field, value in owned.items():
+        response = await stack.orchestrator.post(
+            "/v1/instances",
+            json={"definition": "massdef", "input": {}, field: value},
+            headers=stack.headers(tenant),
+        )
+        assert response.status_code == 400, (field, response.text)
+    assert (await stack.orchestrator.get("/v1/instances", headers=stack.headers(tenant))).json()[
+        "items"
+    ] == []
+    instance_id = (await stack.start(tenant, "massdef", {}))["id"]
+    for path, body in (
+        (f"/v1/instances/{instance_id}/cancel", {"reason": "x", "status": "completed"}),
+        (f"/v1/instances/{instance_id}/signals/go", {"data": {}, "tenant": other}),
+        (f"/v1/instances/{instance_id}/retry", {"data": {}, "id": owned["id"]}),
+    ):
+        response = await stack.orchestrator.post(path, json=body, headers=stack.headers(tenant))
+        assert response.status_code == 400, (path, response.text)
+    assert (
+        await stack.orchestrator.get(f"/v1/instances/{instance_id}", headers=stack.headers(tenant))
+    ).json()["status"] == "running"
+    # inbox: refused
+    task_id = await stack.seed_task(tenant)
+    admin = stack.headers(tenant, roles=("tasks:admin",))
+    for path, body in (
+        (
+            f"/v1/tasks/{task_id}/complete",
+            {"data": {"approved": True}, "status": "open", "completed_by": "ceo"},
+        ),
+        (f"/v1/tasks/{task_id}/assign", {"user": "bob", "tenant": other}),
+        (f"/v1/tasks/{task_id}/complete", {"data": {"approved": True}, "id": str(uuid.uuid4())}),
+    ):
+        response = await stack.inbox.post(path, json=body, headers=admin)
+        assert response.status_code == 400, (path, response.text)
+    task = (await stack.inbox.get(f"/v1/tasks/{task_id}", headers=admin)).json()
+    assert task["status"] == "open" and task.get("assignee") is None
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="wf_platform.limits.parse_document composes YAML recursively before check_depth: a 3 kB body "
+    "of '[' costs ~1.5 s of CPU on the event loop (until RecursionError), a cheap denial of service",
+)
+def test_deeply_nested_yaml_is_refused_in_linear_time() -> None:
+    from wf_platform.limits import parse_document
+    from wf_platform.problems import UnprocessableError
+
+    for body in (b"[" * 3_000, b"{a: " * 3_000):
+        started = time.monotonic()
+        with pytest.raises(UnprocessableError):
+            parse_document(body, content_type="application/yaml", max_depth=32)
+        assert time.monotonic() - started < 0.3
+
+
+EMPTY_NAME_BUG = pytest.mark.xfail(
+    strict=True,
+    reason="InstanceService.start does not validate definition/version before RegistryClient.fetch builds "
+    "the registry URL: '' or '.' request the list (/v1/definitions/) and body['name'] -> KeyError -> 500; "
+    "'bad/versions/1.0.0' (%2F is decoded by the registry's router) starts a pinned version with "
+    "version=None, skipping the deprecated check",
+)
+
+
+@pytest.mark.parametrize(
+    "start",
+    [
+        pytest.param({"definition": ""}, marks=EMPTY_NAME_BUG, id="empty-name"),
+        pytest.param({"definition": "bad", "version": ""}, marks=EMPTY_NAME_BUG, id="empty-version"),
+        pytest.param({"definition": "."}, marks=EMPTY_NAME_BUG, id="dot"),
+        pytest.param({"definition": ".."}, id="dotdot"),
+        pytest.param({"definition": "bad/versions/1.0.0"}, marks=EMPTY_NAME_BUG, id="slash"),
+        pytest.param({"definition": "bad", "version": "../../../health/live"}, id="version-traversal"),
+        pytest.param({"definition": "bad?x=1#"}, id="query"),
+    ],
+)
+async def test_definition_references_never_reshape_the_registry_request(
+    stack: Stack, start: dict[str, Any]
+) -> None:
+    tenant = unique_tenant("ref")
+    await stack.register(tenant, one_step())
+    response = await stack.orchestrator.post(
+        "/v1/instances", json={"input": {}, **start}, headers=stack.headers(tenant)
+    )
+    assert response.status_code in {400, 404, 422}, (response.status_code, response.text[:300])
