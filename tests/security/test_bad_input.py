@@ -102,11 +102,6 @@ async def test_start_input_over_the_orchestrators_limit_is_413(stack: Stack) -> 
     ] == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="orchestrator Settings.max_context_bytes is never enforced: signal (and retry) data are merged "
-    "into the context without any size check, so a caller grows it without bound (1 MiB per request)",
-)
 async def test_signals_cannot_grow_the_context_past_the_orchestrators_limit(stack: Stack) -> None:
     tenant = unique_tenant("bigctx")
     instance_id = await _instance(stack, tenant)
@@ -296,23 +291,16 @@ def test_deeply_nested_yaml_is_refused_in_linear_time() -> None:
         assert time.monotonic() - started < 0.3
 
 
-EMPTY_NAME_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="InstanceService.start does not validate definition/version before RegistryClient.fetch builds "
-    "the registry URL: '' or '.' request the list (/v1/definitions/) and body['name'] -> KeyError -> 500; "
-    "'bad/versions/1.0.0' (%2F is decoded by the registry's router) starts a pinned version with "
-    "version=None, skipping the deprecated check",
-)
 
 
 @pytest.mark.parametrize(
     "start",
     [
-        pytest.param({"definition": ""}, marks=EMPTY_NAME_BUG, id="empty-name"),
-        pytest.param({"definition": "bad", "version": ""}, marks=EMPTY_NAME_BUG, id="empty-version"),
-        pytest.param({"definition": "."}, marks=EMPTY_NAME_BUG, id="dot"),
+        pytest.param({"definition": ""}, id="empty-name"),
+        pytest.param({"definition": "bad", "version": ""}, id="empty-version"),
+        pytest.param({"definition": "."}, id="dot"),
         pytest.param({"definition": ".."}, id="dotdot"),
-        pytest.param({"definition": "bad/versions/1.0.0"}, marks=EMPTY_NAME_BUG, id="slash"),
+        pytest.param({"definition": "bad/versions/1.0.0"}, id="slash"),
         pytest.param({"definition": "bad", "version": "../../../health/live"}, id="version-traversal"),
         pytest.param({"definition": "bad?x=1#"}, id="query"),
     ],

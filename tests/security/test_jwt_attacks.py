@@ -170,11 +170,6 @@ async def test_every_required_claim_missing_or_mistyped_is_refused(
         ("nbf", True),
     ],
 )
-@pytest.mark.xfail(
-    strict=True,
-    reason="JwtVerifier.verify accepts exp/iat/nbf given as numeric strings or booleans (PyJWT coerces "
-    "them with int()); RFC 7519 NumericDate is a JSON number",
-)
 async def test_time_claims_must_be_json_numbers(
     rsa_keys: SigningKeys, verifier: JwtVerifier, claim: str, value: Any
 ) -> None:

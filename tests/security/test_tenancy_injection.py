@@ -198,12 +198,6 @@ async def test_pooled_connections_never_carry_a_tenant_schema(stack: Stack) -> N
     assert not bad, bad[:5]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="TenantRegistry.provision serialises migrations per tenant only; alembic's `context` is "
-    "process-global, so two tenants provisioned at once run each other's migrations (500s: relation "
-    "already exists, KeyError 'config', another operation is in progress)",
-)
 async def test_several_new_tenants_at_once_are_each_provisioned(stack: Stack) -> None:
     tenants = [unique_tenant("conc") for _ in range(6)]
     responses = await asyncio.wait_for(
@@ -226,11 +220,6 @@ async def test_several_new_tenants_at_once_are_each_provisioned(stack: Stack) ->
 
 # --------------------------------------------------------------------------- subjects
 
-NEWLINE_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="workflow_core.validation checks names with re.match and a '$' anchor, which also matches "
-    "before a trailing newline: 'pay.charge\\n' passes (use fullmatch / \\Z)",
-)
 
 
 def _definition(*, step: str = "a", step_type: str = "pay.charge", name: str = "subj") -> dict[str, Any]:
@@ -267,11 +256,11 @@ def _definition(*, step: str = "a", step_type: str = "pay.charge", name: str = "
                 "a" * 65,
             ]
         ),
-        pytest.param({"step_type": "pay.charge\n"}, marks=NEWLINE_BUG, id="step_type-trailing-newline"),
+        pytest.param({"step_type": "pay.charge\n"}, id="step_type-trailing-newline"),
         *({"step": s} for s in ["a*", "a>", "a b", ".a", "a.", "a.b", "", "a\r"]),
-        pytest.param({"step": "a\n"}, marks=NEWLINE_BUG, id="step-trailing-newline"),
+        pytest.param({"step": "a\n"}, id="step-trailing-newline"),
         *({"name": n} for n in ["Subj", "su bj", "subj.x", "subj*", "subj>"]),
-        pytest.param({"name": "subj\n"}, marks=NEWLINE_BUG, id="name-trailing-newline"),
+        pytest.param({"name": "subj\n"}, id="name-trailing-newline"),
     ],
     ids=lambda c: json.dumps(c) if isinstance(c, dict) else None,
 )
@@ -299,7 +288,7 @@ async def test_uppercase_step_names_are_allowed_they_are_not_subject_tokens(stac
 
 @pytest.mark.parametrize(
     "name",
-    ["go.*", "go.>", "go%20x", "Go", ".go", "go.", pytest.param("go%0A", marks=NEWLINE_BUG, id="go-newline")],
+    ["go.*", "go.>", "go%20x", "Go", ".go", "go.", "go%0A"],
 )
 async def test_signal_names_are_validated(stack: Stack, name: str) -> None:
     tenant = unique_tenant("sig")

@@ -298,6 +298,11 @@ class JwtVerifier:
                     "enforce_minimum_key_length": True,
                 },
             )
+            # RFC 7519 NumericDate is a JSON number; PyJWT would coerce "123" or true with int().
+            for name in ("exp", "iat", "nbf"):
+                value = claims.get(name)
+                if name in claims and (isinstance(value, bool) or not isinstance(value, int | float)):
+                    raise InvalidTokenError(f"{name} is not a number")
         except jwt.PyJWTError as exc:
             raise InvalidTokenError(f"{type(exc).__name__}: {exc}") from None
         return _caller_from_claims(claims)

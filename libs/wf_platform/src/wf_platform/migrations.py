@@ -12,7 +12,9 @@ the transaction, so the pooled connection carries nothing afterwards.
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import weakref
 from typing import Any
 
 from alembic import command, context
@@ -20,9 +22,25 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 
-__all__ = ["PLATFORM_MIGRATIONS", "head_revision", "run_env", "upgrade"]
+__all__ = ["PLATFORM_MIGRATIONS", "head_revision", "migration_lock", "run_env", "upgrade"]
 
 PLATFORM_MIGRATIONS = "wf_platform:platform_migrations"
+
+_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+def migration_lock() -> asyncio.Lock:
+    """The lock every migration in this process holds while it runs (one per event loop).
+
+    Alembic's ``context`` is process-global: two upgrades running at once (two new tenants
+    provisioned together, in one app or in two apps of one process) would run on each other's
+    connections. The advisory locks order replicas; this lock orders this process.
+    """
+    loop = asyncio.get_running_loop()
+    lock = _locks.get(loop)
+    if lock is None:
+        lock = _locks[loop] = asyncio.Lock()
+    return lock
 
 
 def _config(

@@ -51,7 +51,7 @@ from wf_platform.db import PLATFORM_SCHEMA, TenantDatabase, create_engine, ensur
 from wf_platform.health import HealthCheck, health_routes
 from wf_platform.limits import BodyLimitMiddleware
 from wf_platform.metrics import HttpMetricsMiddleware, PlatformMetrics, metrics_route
-from wf_platform.migrations import PLATFORM_MIGRATIONS, upgrade
+from wf_platform.migrations import PLATFORM_MIGRATIONS, migration_lock, upgrade
 from wf_platform.outbox import OutboxRelay
 from wf_platform.problems import ServiceUnavailableError, exception_handlers
 from wf_platform.settings import ServiceSettings
@@ -243,7 +243,7 @@ class Platform:
 
 async def migrate_platform_schema(engine: AsyncEngine, /) -> None:
     """Bring the shared ``wf`` schema to head (under an advisory lock: replicas start together)."""
-    async with engine.begin() as conn:
+    async with migration_lock(), engine.begin() as conn:
         await conn.execute(
             sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended("wf.platform", 0)))
         )

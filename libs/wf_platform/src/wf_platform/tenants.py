@@ -21,7 +21,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from wf_platform.db import tenants_table
-from wf_platform.migrations import head_revision, upgrade
+from wf_platform.migrations import head_revision, migration_lock, upgrade
 from wf_platform.problems import ForbiddenError
 from wf_platform.tenancy import TenantId, tenant_schema, validate_tenant_id
 
@@ -84,7 +84,7 @@ class TenantRegistry:
         """Create and migrate the tenant's schema (idempotent; safe across replicas)."""
         tenant = validate_tenant_id(tenant)
         lock = self._locks.setdefault(tenant, asyncio.Lock())
-        async with lock:
+        async with lock, migration_lock():
             schema = tenant_schema(tenant)
             head = head_revision(self.script_location)
             async with self.engine.begin() as conn:

@@ -48,14 +48,14 @@ def validate_tenant(tenant: str) -> str:
     Raises:
         SubjectError: it does not.
     """
-    if not TENANT_ID.match(tenant):
+    if not TENANT_ID.fullmatch(tenant):
         raise SubjectError("tenant", tenant)
     return tenant
 
 
 def job_subject(tenant: str, step_type: str) -> str:
     """``wf.jobs.<tenant>.<step_type>``."""
-    if not _STEP_TYPE.match(step_type):
+    if not _STEP_TYPE.fullmatch(step_type):
         raise SubjectError("step type", step_type)
     return f"wf.jobs.{validate_tenant(tenant)}.{step_type}"
 

@@ -143,7 +143,7 @@ def validate_spec(spec: DefinitionSpec) -> list[ValidationIssue]:
     def add(path: str, message: str) -> None:
         issues.append(ValidationIssue(path=path, message=message))
 
-    if not DEFINITION_NAME.match(spec.name):
+    if not DEFINITION_NAME.fullmatch(spec.name):
         add("name", f"{spec.name!r} is not a valid name (lower case letters, digits, '-' and '_', 1-64)")
     if not Version.is_valid(spec.version):
         add("version", f"{spec.version!r} is not a semantic version (MAJOR.MINOR.PATCH)")
@@ -154,7 +154,7 @@ def validate_spec(spec: DefinitionSpec) -> list[ValidationIssue]:
         add("", f"definition is {size} bytes; the limit is {LIMITS.max_wire_bytes}")
 
     for key, node in spec.steps.items():
-        if not STEP_NAME.match(key):
+        if not STEP_NAME.fullmatch(key):
             add(f"steps.{key}", f"{key!r} is not a valid step name (letters, digits, '-' and '_', 1-64)")
         _check_node(node, f"steps.{key}", add, depth=1)
 
@@ -255,7 +255,7 @@ def _check_node(node: NodeSpec, path: str, add: Any, *, depth: int) -> None:
         return
     match node:
         case MachineStepSpec():
-            if not STEP_TYPE.match(node.step_type):
+            if not STEP_TYPE.fullmatch(node.step_type):
                 add(
                     f"{path}.step_type",
                     f"{node.step_type!r} is not a valid step type (dotted lower case, e.g. payments.charge)",
@@ -280,7 +280,7 @@ def _check_node(node: NodeSpec, path: str, add: Any, *, depth: int) -> None:
                     if moment.tzinfo is None:
                         add(f"{path}.until", "until needs a UTC offset (e.g. 2026-01-01T09:00:00+00:00)")
         case SignalStepSpec():
-            if not SIGNAL_NAME.match(node.signal):
+            if not SIGNAL_NAME.fullmatch(node.signal):
                 add(f"{path}.signal", f"{node.signal!r} is not a valid signal name (dotted lower case)")
         case SequentialGroupSpec() | ParallelGroupSpec():
             _check_members([(f"{path}.steps[{i}]", m) for i, m in enumerate(node.steps)], path, add, depth)
@@ -304,7 +304,7 @@ def _check_members(members: list[tuple[str, NodeSpec]], path: str, add: Any, dep
     for member_path, member in members:
         if member.name is None:
             add(f"{member_path}.name", "a group's step needs a name")
-        elif not STEP_NAME.match(member.name):
+        elif not STEP_NAME.fullmatch(member.name):
             add(f"{member_path}.name", f"{member.name!r} is not a valid step name")
         elif member.name in names:
             add(f"{member_path}.name", f"duplicate step name {member.name!r} in this group")

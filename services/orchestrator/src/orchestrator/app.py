@@ -31,7 +31,7 @@ from orchestrator.tables import SHARED_SCHEMA
 from wf_platform.auth import Caller
 from wf_platform.consumers import PullConsumer
 from wf_platform.db import TenantDatabase, tenants_table
-from wf_platform.migrations import upgrade
+from wf_platform.migrations import migration_lock, upgrade
 from wf_platform.plugin import Platform, PlatformConfig, PlatformPlugin
 from wf_platform.tenancy import TenantId
 
@@ -151,6 +151,7 @@ class OrchestratorPlugin(InitPlugin):
                 orchestrator.registry,
                 orchestrator.cache,
                 max_input_bytes=settings.max_input_bytes,
+                max_context_bytes=settings.max_context_bytes,
             )
 
         app_config.dependencies = {
@@ -173,7 +174,7 @@ class OrchestratorPlugin(InitPlugin):
 
 async def migrate_shared_schema(engine: AsyncEngine, /) -> None:
     """Bring the orchestrator's shared schema (timers) to head, under an advisory lock."""
-    async with engine.begin() as conn:
+    async with migration_lock(), engine.begin() as conn:
         await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended("wf.orch", 0))))
         await conn.run_sync(
             lambda sync: upgrade(sync, script_location=SHARED_MIGRATIONS, schema=SHARED_SCHEMA)

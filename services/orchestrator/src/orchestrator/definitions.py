@@ -35,6 +35,14 @@ class ResolvedDefinition(msgspec.Struct, frozen=True, kw_only=True):
     wire: dict[str, Any]
 
 
+class _RegistryRecord(msgspec.Struct, frozen=True, kw_only=True, rename={"wire": "definition"}):
+    name: str
+    version: str
+    digest: str
+    deprecated: bool = False
+    wire: dict[str, Any]
+
+
 class RegistryClient:
     """Reads definitions from the registry with the caller's bearer token."""
 
@@ -74,17 +82,23 @@ class RegistryClient:
             )
         if response.status_code != 200:
             raise RegistryUnavailableError(f"status {response.status_code}")
-        body = response.json()
-        resolved = ResolvedDefinition(
-            name=body["name"],
-            version=body["version"],
-            digest=body["digest"],
-            deprecated=bool(body.get("deprecated", False)),
-            wire=body["definition"],
-        )
+        try:
+            resolved = msgspec.convert(response.json(), _RegistryRecord)
+        except (ValueError, msgspec.ValidationError) as exc:
+            raise RegistryUnavailableError("unexpected response") from exc
+        # The registry must answer for exactly what was asked: a name or version that routes
+        # elsewhere (the list, another version) is refused, never started.
+        if resolved.name != name or (version is not None and resolved.version != version):
+            raise DefinitionNotFoundError(name, version)
         if version is not None and resolved.deprecated:
             raise DefinitionDeprecatedError(name, version)
-        return resolved
+        return ResolvedDefinition(
+            name=resolved.name,
+            version=resolved.version,
+            digest=resolved.digest,
+            deprecated=resolved.deprecated,
+            wire=resolved.wire,
+        )
 
 
 class DefinitionCache:

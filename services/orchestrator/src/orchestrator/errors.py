@@ -22,6 +22,7 @@ from wf_platform.problems import (
 )
 
 __all__ = [
+    "ContextTooLargeError",
     "DefinitionDeprecatedError",
     "DefinitionNotFoundError",
     "IdempotencyConflictError",
@@ -87,6 +88,15 @@ class InputTooLargeError(PayloadTooLargeError, OrchestratorError):
         self.size = size
         self.limit = limit
         super().__init__(f"input is {size} bytes; the limit is {limit}", code="input_too_large")
+
+
+class ContextTooLargeError(PayloadTooLargeError, OrchestratorError):
+    def __init__(self, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            f"the instance context would be {size} bytes; the limit is {limit}", code="context_too_large"
+        )
 
 
 class RegistryUnavailableError(ServiceUnavailableError, OrchestratorError):

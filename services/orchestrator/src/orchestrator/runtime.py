@@ -22,6 +22,7 @@ import msgspec
 from opentelemetry.trace import Span, SpanKind
 
 from orchestrator.definitions import DefinitionCache
+from orchestrator.errors import ContextTooLargeError
 from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.repositories import InstanceRepository, InstanceRow
 from wf_platform.db import UnitOfWork
@@ -103,8 +104,14 @@ class Runtime:
         ) as span:
             yield span
 
-    async def apply(self, uow: UnitOfWork, instance_id: str, event: Event, /) -> Applied:
-        """Apply ``event`` to the stored instance, in ``uow``'s transaction."""
+    async def apply(
+        self, uow: UnitOfWork, instance_id: str, event: Event, /, *, max_context_bytes: int | None = None
+    ) -> Applied:
+        """Apply ``event`` to the stored instance, in ``uow``'s transaction.
+
+        With ``max_context_bytes``, a transition that would grow the context beyond it raises
+        :class:`~orchestrator.errors.ContextTooLargeError` (413) and nothing is stored.
+        """
         repo = InstanceRepository(uow.conn)
         row = await repo.get(instance_id, lock=True)
         if row is None:
@@ -119,6 +126,14 @@ class Runtime:
                 span.set_attribute("wf.ignored", transition.ignored)
                 self.metrics.dropped.labels(reason=transition.ignored, event=kind).inc()
                 return Applied(transition, row)
+            if max_context_bytes is not None:
+                # Buffered signals wait to join the context: they count against it too.
+                state = transition.state
+                size = len(msgspec.json.encode(state.data)) + sum(
+                    len(msgspec.json.encode(signal.data)) for signal in state.pending_signals
+                )
+                if size > max_context_bytes:
+                    raise ContextTooLargeError(size, max_context_bytes)
             await repo.update(transition.state, revision=row.revision)
             await self._record_attempts(repo, len(row.state.history), transition.state)
             await self.carry_out(uow, repo, transition.state, transition.commands, previous=row.state.status)

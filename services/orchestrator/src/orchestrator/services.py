@@ -29,13 +29,13 @@ from wf_platform.auth import Caller
 from wf_platform.db import TenantDatabase
 from wf_platform.problems import BadRequestError, FieldError, UnprocessableError
 from wf_platform.telemetry import inject_trace_headers, tracer
-from workflow_core import InstanceNotActiveError, InstanceState
+from workflow_core import InstanceNotActiveError, InstanceState, Version
 from workflow_core import NoIncidentError as EngineNoIncidentError
 from workflow_core.mermaid import instance_to_mermaid
 from workflow_core.messages import DefinitionRef, InstanceEvent, encode
 from workflow_core.models import CancelRequested, Event, RetryRequested, SignalReceived, Started, StepStatus
 from workflow_core.subjects import instance_event_subject
-from workflow_core.validation import SIGNAL_NAME
+from workflow_core.validation import DEFINITION_NAME, SIGNAL_NAME
 
 __all__ = [
     "ActiveStep",
@@ -244,6 +244,7 @@ class InstanceService:
         cache: DefinitionCache,
         *,
         max_input_bytes: int,
+        max_context_bytes: int = 1_048_576,
     ) -> None:
         self.db = tenant_db
         self.caller = caller
@@ -251,6 +252,7 @@ class InstanceService:
         self.registry = registry
         self.cache = cache
         self.max_input_bytes = max_input_bytes
+        self.max_context_bytes = max_context_bytes
 
     async def start(
         self, request: StartInstance, /, *, token: str, idempotency_key: str | None
@@ -264,6 +266,13 @@ class InstanceService:
                 "invalid Idempotency-Key",
                 errors=[FieldError(path="header.Idempotency-Key", message="1 to 200 characters")],
             )
+        problems: list[FieldError] = []
+        if not DEFINITION_NAME.fullmatch(request.definition):
+            problems.append(FieldError(path="definition", message="not a definition name"))
+        if request.version is not None and not Version.is_valid(request.version):
+            problems.append(FieldError(path="version", message="not a semantic version"))
+        if problems:
+            raise UnprocessableError("invalid start request", errors=problems)
         digest = _digest(request)
         if idempotency_key is not None:
             existing = await self._replay(idempotency_key, digest)
@@ -437,8 +446,14 @@ class InstanceService:
         """Cancel: open tasks and timers are withdrawn; late results are dropped."""
         return await self._apply(instance_id, CancelRequested(at=datetime.now(UTC), reason=reason))
 
+    def _check_size(self, data: dict[str, Any]) -> None:
+        size = len(msgspec.json.encode(data))
+        if size > self.max_input_bytes:
+            raise InputTooLargeError(size, self.max_input_bytes)
+
     async def retry(self, instance_id: str, /, *, data: dict[str, Any]) -> InstanceView:
         """Retry the open incidents (a failed step as a new attempt), after merging ``data``."""
+        self._check_size(data)
         try:
             return await self._apply(instance_id, RetryRequested(at=datetime.now(UTC), data=data))
         except EngineNoIncidentError as exc:
@@ -446,10 +461,11 @@ class InstanceService:
 
     async def signal(self, instance_id: str, name: str, /, *, data: dict[str, Any]) -> InstanceView:
         """Deliver a signal to the instance."""
-        if not SIGNAL_NAME.match(name):
+        if not SIGNAL_NAME.fullmatch(name):
             raise UnprocessableError(
                 "invalid signal name", errors=[FieldError(path="path.name", message="dotted lower case")]
             )
+        self._check_size(data)
         return await self._apply(instance_id, SignalReceived(at=datetime.now(UTC), name=name, data=data))
 
     async def _apply(self, instance_id: str, event: Event) -> InstanceView:
@@ -459,7 +475,9 @@ class InstanceService:
             raise InstanceNotFoundError(instance_id) from exc
         try:
             async with self.db.transaction() as uow:
-                applied = await self.runtime.apply(uow, instance_id, event)
+                applied = await self.runtime.apply(
+                    uow, instance_id, event, max_context_bytes=self.max_context_bytes
+                )
         except InstanceNotActiveError as exc:
             raise InstanceEndedError(instance_id, exc.status) from exc
         if applied.instance is None or applied.transition is None:
