@@ -291,8 +291,6 @@ def test_deeply_nested_yaml_is_refused_in_linear_time() -> None:
         assert time.monotonic() - started < 0.3
 
 
-
-
 @pytest.mark.parametrize(
     "start",
     [

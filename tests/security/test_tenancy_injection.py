@@ -221,7 +221,6 @@ async def test_several_new_tenants_at_once_are_each_provisioned(stack: Stack) ->
 # --------------------------------------------------------------------------- subjects
 
 
-
 def _definition(*, step: str = "a", step_type: str = "pay.charge", name: str = "subj") -> dict[str, Any]:
     return {
         "name": name,
