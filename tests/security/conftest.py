@@ -12,10 +12,8 @@ Tests that need other settings (a JWKS source, another limit) build their own ap
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -27,7 +25,6 @@ import httpx
 import nats
 import pytest
 import pytest_asyncio
-import uvicorn
 from cryptography.hazmat.primitives import serialization
 
 from definition_registry import Settings as RegistrySettings
@@ -42,7 +39,7 @@ from wf_platform.logs import tenant_var
 from wf_platform.plugin import get_platform
 from wf_platform.streams import ensure_stream
 from wf_platform.tenancy import TenantId
-from wf_platform.testing import SigningKeys, asgi_client, bearer, unique_tenant
+from wf_platform.testing import SigningKeys, asgi_client, bearer, free_port, in_own_task, serve, unique_tenant
 from wf_stack.pytest_plugin import database_url
 from workflow_core.messages import DefinitionRef, TaskCreatedMessage
 
@@ -58,61 +55,10 @@ FORM = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def private_pem(keys: SigningKeys) -> str:
     return keys.private_key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ).decode()
-
-
-@contextlib.asynccontextmanager
-async def serve(app: Any, port: int, *, lifespan: str = "on") -> AsyncIterator[str]:
-    """Serve ``app`` with uvicorn on 127.0.0.1:``port`` in this loop; yields the base URL."""
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan=lifespan)  # pyright: ignore[reportArgumentType]
-    )
-    task = asyncio.get_running_loop().create_task(server.serve())
-    for _ in range(400):
-        if server.started:
-            break
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.025)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
-
-
-@contextlib.asynccontextmanager
-async def in_own_task(manager: contextlib.AbstractAsyncContextManager[Any]) -> AsyncIterator[Any]:
-    """Enter and exit ``manager`` in one task (anyio cancel scopes must; pytest-asyncio sets fixtures
-    up and tears them down in different tasks)."""
-    entered: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-    release = asyncio.Event()
-
-    async def hold() -> None:
-        try:
-            async with manager as value:
-                entered.set_result(value)
-                await release.wait()
-        except BaseException as exc:
-            if not entered.done():
-                entered.set_exception(exc)
-            raise
-
-    task = asyncio.get_running_loop().create_task(hold())
-    try:
-        yield await entered
-    finally:
-        release.set()
-        await task
 
 
 class RecordingHandler(logging.Handler):

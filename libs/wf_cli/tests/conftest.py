@@ -5,9 +5,7 @@ uvicorn on free ports in the test's loop (real Postgres and nats-server), and th
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import socket
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -17,7 +15,6 @@ from typing import Any
 
 import nats
 import pytest
-import uvicorn
 
 from definition_registry import Settings as RegistrySettings
 from definition_registry import create_app as create_registry
@@ -26,7 +23,7 @@ from orchestrator.settings import Settings as OrchestratorSettings
 from task_inbox.app import create_app as create_inbox
 from task_inbox.settings import Settings as InboxSettings
 from wf_client import WorkflowClient
-from wf_platform.testing import SigningKeys, unique_tenant
+from wf_platform.testing import SigningKeys, free_port, serve, unique_tenant
 from wf_stack.pytest_plugin import database_url
 from wf_worker import Worker
 
@@ -41,29 +38,6 @@ ROLES = (
     "instances:write",
     "tasks:work",
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.asynccontextmanager
-async def serve(app: Any, port: int) -> AsyncIterator[None]:
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on"))
-    task = asyncio.get_running_loop().create_task(server.serve())
-    for _ in range(800):
-        if server.started:
-            break
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.025)
-    try:
-        yield
-    finally:
-        server.should_exit = True
-        await task
 
 
 @dataclass

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -20,7 +19,6 @@ import httpx
 import msgspec
 import nats
 import pytest
-import uvicorn
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 
@@ -28,7 +26,7 @@ from definition_registry import Settings as RegistrySettings
 from definition_registry import create_app as create_registry
 from orchestrator.app import create_app, get_orchestrator
 from orchestrator.settings import Settings
-from wf_platform.testing import SigningKeys, asgi_client, bearer, unique_tenant
+from wf_platform.testing import SigningKeys, asgi_client, bearer, free_port, in_own_task, serve, unique_tenant
 from wf_stack.pytest_plugin import database_url
 from workflow_core.messages import JobMessage, JobResult, TaskCompletedMessage, TaskCreatedMessage
 from workflow_core.models import StepError
@@ -39,12 +37,6 @@ ROLES = ("instances:read", "instances:write", "definitions:read", "definitions:w
 @pytest.fixture(scope="session")
 def keys() -> SigningKeys:
     return SigningKeys.generate()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -197,23 +189,6 @@ def fail(type_: str = "Boom", *, retryable: bool = True) -> JobResult | Any:
     return handler
 
 
-@contextlib.asynccontextmanager
-async def serve(app: Any, port: int) -> AsyncIterator[None]:
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on"))
-    task = asyncio.get_running_loop().create_task(server.serve())
-    for _ in range(400):
-        if server.started:
-            break
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.025)
-    try:
-        yield
-    finally:
-        server.should_exit = True
-        await task
-
-
 @pytest.fixture
 def orchestrator_settings(postgres_url: str, nats_url: str, keys: SigningKeys) -> Settings:
     return Settings(
@@ -227,37 +202,11 @@ def orchestrator_settings(postgres_url: str, nats_url: str, keys: SigningKeys) -
     )
 
 
-@contextlib.asynccontextmanager
-async def in_own_task(manager: contextlib.AbstractAsyncContextManager[Any]) -> AsyncIterator[Any]:
-    """Enter and exit ``manager`` in one dedicated task: anyio cancel scopes (the ASGI client's
-    lifespan) must be exited in the task that entered them, and pytest-asyncio sets a fixture up
-    and tears it down in different tasks."""
-    entered: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-    release = asyncio.Event()
-
-    async def hold() -> None:
-        try:
-            async with manager as value:
-                entered.set_result(value)
-                await release.wait()
-        except BaseException as exc:
-            if not entered.done():
-                entered.set_exception(exc)
-            raise
-
-    task = asyncio.get_running_loop().create_task(hold())
-    try:
-        yield await entered
-    finally:
-        release.set()
-        await task
-
-
 @pytest.fixture
 async def suite(
     postgres_url: str, nats_url: str, keys: SigningKeys, orchestrator_settings: Settings
 ) -> AsyncIterator[Suite]:
-    registry_port = _free_port()
+    registry_port = free_port()
     registry_settings = RegistrySettings(
         database_url=database_url(postgres_url, f"reg_{uuid.uuid4().hex[:10]}"),
         nats_url=nats_url,

@@ -11,10 +11,10 @@ import httpx
 import pytest
 
 from orchestrator.app import create_app
-from wf_platform.testing import asgi_client
+from wf_platform.testing import asgi_client, in_own_task
 from workflow_core.messages import JobMessage, JobResult
 
-from .conftest import Suite, in_own_task
+from .conftest import Suite
 
 INSTANCES = 500
 

@@ -15,9 +15,10 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanKind
 
 from wf_platform.telemetry import extract_context, inject_trace_headers
+from wf_platform.testing import free_port, serve
 from workflow_core.messages import JobMessage, JobResult
 
-from .conftest import Suite, _free_port, serve
+from .conftest import Suite
 
 
 class Receiver:
@@ -66,7 +67,7 @@ class Receiver:
 
 async def test_every_span_of_an_instance_shares_its_trace_id(suite: Suite) -> None:
     receiver = Receiver()
-    port = _free_port()
+    port = free_port()
     provider = trace.get_tracer_provider()
     assert isinstance(provider, TracerProvider)
     async with serve(receiver, port):

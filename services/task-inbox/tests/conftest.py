@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -24,7 +23,6 @@ import httpx
 import msgspec
 import nats
 import pytest
-import uvicorn
 from cryptography.hazmat.primitives import serialization
 from nats.js import JetStreamContext
 
@@ -33,7 +31,7 @@ from task_inbox.inbox import Inbox, get_inbox
 from task_inbox.services import TaskIntake
 from wf_platform.plugin import get_platform
 from wf_platform.tenancy import TenantId
-from wf_platform.testing import SigningKeys, asgi_client, bearer, unique_tenant
+from wf_platform.testing import SigningKeys, asgi_client, bearer, free_port, in_own_task, unique_tenant
 from workflow_core.messages import DefinitionRef, TaskCreatedMessage
 
 WORK = ("tasks:work",)
@@ -69,12 +67,6 @@ def private_pem(keys: SigningKeys) -> str:
     ).decode()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def tenant() -> str:
     return unique_tenant("acme")
@@ -95,49 +87,6 @@ def settings(fresh_database: str, nats_url: str, keys: SigningKeys, tenant: str)
         dev_private_key_pem=private_pem(keys),
         orchestrator_url=f"http://127.0.0.1:{free_port()}",  # nothing listens: "graph unavailable"
     )
-
-
-@contextlib.asynccontextmanager
-async def in_own_task(manager: contextlib.AbstractAsyncContextManager[Any]) -> AsyncIterator[Any]:
-    """Enter and exit ``manager`` in one task (anyio cancel scopes must; pytest-asyncio sets fixtures
-    up and tears them down in different tasks)."""
-    entered: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-    release = asyncio.Event()
-
-    async def hold() -> None:
-        try:
-            async with manager as value:
-                entered.set_result(value)
-                await release.wait()
-        except BaseException as exc:
-            if not entered.done():
-                entered.set_exception(exc)
-            raise
-
-    task = asyncio.get_running_loop().create_task(hold())
-    try:
-        yield await entered
-    finally:
-        release.set()
-        await task
-
-
-@contextlib.asynccontextmanager
-async def serve(app: Any, port: int) -> AsyncIterator[str]:
-    """Serve ``app`` with uvicorn on 127.0.0.1:``port`` in this loop; yields the base URL."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on"))
-    task = asyncio.get_running_loop().create_task(server.serve())
-    for _ in range(400):
-        if server.started:
-            break
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.025)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 def created_message(tenant: str, **fields: Any) -> TaskCreatedMessage:

@@ -12,8 +12,9 @@ from task_inbox import Settings, create_app
 from task_inbox.services import TaskIntake
 from wf_platform.plugin import get_platform
 from wf_platform.tenancy import TenantId
+from wf_platform.testing import free_port, serve
 
-from .conftest import ARTIFACTS, browser_sign_in, chromium_page, created_message, free_port, serve
+from .conftest import ARTIFACTS, browser_sign_in, chromium_page, created_message
 
 
 async def test_a_person_completes_a_task_in_the_browser(settings: Settings, tenant: str) -> None:

@@ -10,9 +10,9 @@ from typing import Any
 from task_inbox import create_app
 from task_inbox.webforms import build_fields, errors_by_pointer, parse_form
 from wf_platform.problems import FieldError
-from wf_platform.testing import asgi_client, unique_tenant
+from wf_platform.testing import asgi_client, in_own_task, unique_tenant
 
-from .conftest import ADMIN, FORM, Harness, in_own_task
+from .conftest import ADMIN, FORM, Harness
 
 CSRF = re.compile(r'name="_csrf_token" value="([^"]+)"')
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -21,7 +21,17 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from wf_platform.devkeys import DEV_AUDIENCE, DEV_ISSUER, PrivateKey, jwk_thumbprint, public_jwk
 
-__all__ = ["SigningKeys", "asgi_client", "bearer", "in_app_loop", "stream_subject_counts", "unique_tenant"]
+__all__ = [
+    "SigningKeys",
+    "asgi_client",
+    "bearer",
+    "free_port",
+    "in_app_loop",
+    "in_own_task",
+    "serve",
+    "stream_subject_counts",
+    "unique_tenant",
+]
 
 
 def unique_tenant(prefix: str = "t") -> str:
@@ -157,3 +167,68 @@ async def asgi_client(app: Any, /) -> AsyncGenerator[httpx.AsyncClient]:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver.local") as client:
             yield client
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (free now; bind it soon)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@asynccontextmanager
+async def serve(
+    app: Any, port: int, /, *, lifespan: Literal["on", "off", "auto"] = "on"
+) -> AsyncGenerator[str]:
+    """Serve an ASGI ``app`` with uvicorn on 127.0.0.1:``port`` in this event loop; yields the base URL."""
+    import asyncio
+
+    import uvicorn
+
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan=lifespan)
+    )
+    task = asyncio.get_running_loop().create_task(server.serve())
+    for _ in range(800):  # bounded: 20 s
+        if server.started:
+            break
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.025)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+@asynccontextmanager
+async def in_own_task(manager: AbstractAsyncContextManager[_T], /) -> AsyncGenerator[_T]:
+    """Enter and exit ``manager`` in one dedicated task.
+
+    anyio cancel scopes (an ASGI client's lifespan) must be exited in the task that entered them,
+    and pytest-asyncio sets a fixture up and tears it down in different tasks.
+    """
+    import asyncio
+
+    entered: asyncio.Future[_T] = asyncio.get_running_loop().create_future()
+    release = asyncio.Event()
+
+    async def hold() -> None:
+        try:
+            async with manager as value:
+                entered.set_result(value)
+                await release.wait()
+        except BaseException as exc:
+            if not entered.done():
+                entered.set_exception(exc)
+            raise
+
+    task = asyncio.get_running_loop().create_task(hold())
+    try:
+        yield await entered
+    finally:
+        release.set()
+        await task
