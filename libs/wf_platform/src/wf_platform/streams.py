@@ -179,30 +179,18 @@ async def ensure_stream(js: JetStreamContext, spec: StreamSpec, /) -> StreamInfo
 # any outbox republish after a crash. Work-queue streams refuse overlapping consumers: a step type
 # is served either by one all-tenant worker group or by per-tenant groups; the inbox consumes
 # wf.tasks.*.{created,cancelled,escalated} and the orchestrator wf.tasks.*.completed.
-WF_JOBS = StreamSpec(
-    name="WF_JOBS",
-    subjects=("wf.jobs.>",),
-    description="Machine step jobs: orchestrator -> workers",
-    retention="workqueue",
-    discard="new",
-    max_age_seconds=0.0,
-    duplicate_window_seconds=600.0,
-)
-WF_RESULTS = StreamSpec(
-    name="WF_RESULTS",
-    subjects=("wf.results.>",),
-    description="Machine step results: workers -> orchestrator",
-    retention="workqueue",
-    discard="new",
-    max_age_seconds=0.0,
-    duplicate_window_seconds=600.0,
-)
-WF_TASKS = StreamSpec(
-    name="WF_TASKS",
-    subjects=("wf.tasks.>",),
-    description="Human task commands and completions: orchestrator <-> inbox",
-    retention="workqueue",
-    discard="new",
-    max_age_seconds=0.0,
-    duplicate_window_seconds=600.0,
-)
+def _command_stream(name: str, subject: str, description: str) -> StreamSpec:
+    return StreamSpec(
+        name=name,
+        subjects=(subject,),
+        description=description,
+        retention="workqueue",
+        discard="new",
+        max_age_seconds=0.0,
+        duplicate_window_seconds=600.0,
+    )
+
+
+WF_JOBS = _command_stream("WF_JOBS", "wf.jobs.>", "Machine step jobs: orchestrator -> workers")
+WF_RESULTS = _command_stream("WF_RESULTS", "wf.results.>", "Machine step results: workers -> orchestrator")
+WF_TASKS = _command_stream("WF_TASKS", "wf.tasks.>", "Human tasks: orchestrator <-> inbox")

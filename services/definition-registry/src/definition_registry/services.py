@@ -179,18 +179,8 @@ def _summary(row: VersionRow) -> VersionSummary:
 
 
 def _record(row: DefinitionRow) -> DefinitionRecord:
-    return DefinitionRecord(
-        name=row.name,
-        version=row.version,
-        description=row.description,
-        digest=row.digest,
-        author=row.author,
-        created_at=row.created_at,
-        deprecated=row.deprecated_at is not None,
-        deprecated_at=row.deprecated_at,
-        deprecated_by=row.deprecated_by,
-        definition=row.content,
-    )
+    # A record is the version's summary plus its wire form.
+    return DefinitionRecord(**msgspec.structs.asdict(_summary(row)), definition=row.content)
 
 
 def _semver_key(row: VersionRow) -> Version:
