@@ -29,7 +29,9 @@ class PullConsumer:
     """A durable pull consumer that fetches batches and hands each message to ``handle``.
 
     Messages of one batch are handled concurrently (at most ``concurrency`` at once; the database
-    pool is the real limit). Handlers must not rely on the order within a batch.
+    pool is the real limit). Handlers must not rely on the order within a batch. With
+    ``handle_batch``, the whole fetched batch goes to it instead (to apply many in one transaction);
+    it then settles every message itself.
     """
 
     def __init__(
@@ -41,6 +43,7 @@ class PullConsumer:
         durable: str,
         filter_subjects: Sequence[str],
         handle: Callable[[Msg], Awaitable[None]],
+        handle_batch: Callable[[list[Msg]], Awaitable[None]] | None = None,
         batch: int,
         ack_wait: float,
         concurrency: int = 8,
@@ -50,6 +53,7 @@ class PullConsumer:
         self.durable = durable
         self.filter_subjects = list(filter_subjects)
         self.handle = handle
+        self.handle_batch = handle_batch
         self.batch = batch
         self.ack_wait = ack_wait
         self.concurrency = concurrency
@@ -104,6 +108,9 @@ class PullConsumer:
             self._subscription = None
 
     async def _handle_batch(self, messages: list[Msg]) -> None:
+        if self.handle_batch is not None:
+            await self.handle_batch(messages)
+            return
         semaphore = asyncio.Semaphore(self.concurrency)
 
         async def limited(message: Msg) -> None:

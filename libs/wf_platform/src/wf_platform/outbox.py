@@ -28,9 +28,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from wf_platform.bus import EventBus, PublishError
@@ -40,6 +42,38 @@ from wf_platform.metrics import PlatformMetrics
 __all__ = ["OutboxRelay"]
 
 logger = logging.getLogger("wf_platform.outbox")
+
+
+# Built once: SQLAlchemy computes each statement's cache key once, and arrays (not expanding IN
+# lists) keep one prepared statement whatever the number of keys or rows.
+_TAKE = (
+    sa.select(
+        outbox_table.c.id,
+        outbox_table.c.subject,
+        outbox_table.c.payload,
+        outbox_table.c.headers,
+        outbox_table.c.msg_id,
+        outbox_table.c.ordering_key,
+    )
+    .where(outbox_table.c.sent_at.is_(None))
+    .order_by(outbox_table.c.id)
+    .limit(sa.bindparam("batch"))
+    .with_for_update(skip_locked=True)
+)
+_PENDING = (
+    sa.select(outbox_table.c.ordering_key, outbox_table.c.id)
+    .where(
+        outbox_table.c.sent_at.is_(None),
+        outbox_table.c.ordering_key == sa.func.any(sa.bindparam("keys", type_=pg.ARRAY(sa.Text))),
+        outbox_table.c.id <= sa.bindparam("last"),
+    )
+    .order_by(outbox_table.c.id)
+)
+_MARK_SENT = (
+    outbox_table.update()
+    .where(outbox_table.c.id == sa.func.any(sa.bindparam("ids", type_=pg.ARRAY(sa.BigInteger))))
+    .values(sent_at=sa.func.now())
+)
 
 
 class OutboxRelay:
@@ -85,12 +119,17 @@ class OutboxRelay:
 
     async def _loop(self) -> None:
         failures = 0
+        last_tick = time.monotonic()
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
             self._wake.clear()
             try:
                 await self.drain()
+                if time.monotonic() - last_tick < self.poll_seconds:
+                    failures = 0
+                    continue  # the gauges and the purge once per poll period, not after every commit
+                last_tick = time.monotonic()
                 self._ticks += 1
                 if self._ticks % 60 == 0:
                     await self.purge()
@@ -113,41 +152,18 @@ class OutboxRelay:
     async def run_once(self) -> tuple[int, int]:
         """One transaction: lock a batch, publish what may go, mark it sent. Returns (published, taken)."""
         async with self.engine.begin() as conn:
-            rows = (
-                await conn.execute(
-                    sa.select(
-                        outbox_table.c.id,
-                        outbox_table.c.subject,
-                        outbox_table.c.payload,
-                        outbox_table.c.headers,
-                        outbox_table.c.msg_id,
-                        outbox_table.c.ordering_key,
-                    )
-                    .where(outbox_table.c.sent_at.is_(None))
-                    .order_by(outbox_table.c.id)
-                    .limit(self.batch_size)
-                    .with_for_update(skip_locked=True)
-                )
-            ).all()
+            rows = (await conn.execute(_TAKE, {"batch": self.batch_size})).all()
             if not rows:
                 return 0, 0
             # Every unsent row of our keys up to our last row, whoever holds it: a key may go only
             # while our rows are exactly its next unsent rows (no older row, no gap held by another).
             keys = sorted({r.ordering_key for r in rows})
             pending: dict[str, list[int]] = {}
-            for key, row_id in await conn.execute(
-                sa.select(outbox_table.c.ordering_key, outbox_table.c.id)
-                .where(
-                    outbox_table.c.sent_at.is_(None),
-                    outbox_table.c.ordering_key.in_(keys),
-                    outbox_table.c.id <= rows[-1].id,
-                )
-                .order_by(outbox_table.c.id)
-            ):
+            for key, row_id in await conn.execute(_PENDING, {"keys": keys, "last": rows[-1].id}):
                 pending.setdefault(key, []).append(row_id)
             position: dict[str, int] = dict.fromkeys(keys, 0)
             blocked: set[str] = set()
-            sent: list[int] = []
+            runs: dict[str, list[Any]] = {}
             for row in rows:
                 key = row.ordering_key
                 if key in blocked:
@@ -157,28 +173,39 @@ class OutboxRelay:
                     blocked.add(key)  # an older row of this key is held by another relay
                     continue
                 position[key] += 1
-                headers: dict[str, Any] = dict(row.headers or {})
-                try:
-                    await self.bus.publish(
-                        row.subject,
-                        bytes(row.payload),
-                        msg_id=row.msg_id,
-                        headers={str(k): str(v) for k, v in headers.items()},
-                    )
-                except PublishError as exc:
-                    blocked.add(key)
-                    if self.metrics is not None:
-                        self.metrics.outbox_publish_errors.inc()
-                    logger.warning("outbox publish failed, will retry: %s", exc)
-                    continue
-                sent.append(row.id)
+                runs.setdefault(key, []).append(row)
+            # Keys are independent: their publishes (each a JetStream round trip) are in flight
+            # together; within a key they go one after the other, in id order.
+            sent = [
+                row_id
+                for done in await asyncio.gather(*map(self._publish_run, runs.values()))
+                for row_id in done
+            ]
             if sent:
-                await conn.execute(
-                    outbox_table.update().where(outbox_table.c.id.in_(sent)).values(sent_at=sa.func.now())
-                )
+                await conn.execute(_MARK_SENT, {"ids": sent})
         if sent and self.metrics is not None:
             self.metrics.outbox_published.inc(len(sent))
         return len(sent), len(rows)
+
+    async def _publish_run(self, run: list[Any], /) -> list[int]:
+        """Publish one key's rows in order; a failed publish stops the key for this pass."""
+        done: list[int] = []
+        for row in run:
+            headers: dict[str, Any] = dict(row.headers or {})
+            try:
+                await self.bus.publish(
+                    row.subject,
+                    bytes(row.payload),
+                    msg_id=row.msg_id,
+                    headers={str(k): str(v) for k, v in headers.items()},
+                )
+            except PublishError as exc:
+                if self.metrics is not None:
+                    self.metrics.outbox_publish_errors.inc()
+                logger.warning("outbox publish failed, will retry: %s", exc)
+                break
+            done.append(row.id)
+        return done
 
     async def refresh_lag(self) -> tuple[int, float]:
         """Update the lag gauges; return (pending rows, age of the oldest in seconds)."""

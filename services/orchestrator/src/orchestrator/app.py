@@ -61,7 +61,11 @@ class Orchestrator:
         self.metrics = OrchestratorMetrics(platform.metrics.registry)
         self.cache = DefinitionCache(default_timeout=settings.default_job_timeout_seconds)
         self.runtime = Runtime(self.cache, self.metrics)
-        self.registry = RegistryClient(settings.registry_url, timeout=settings.registry_timeout_seconds)
+        self.registry = RegistryClient(
+            settings.registry_url,
+            timeout=settings.registry_timeout_seconds,
+            cache_seconds=settings.registry_cache_seconds,
+        )
         self.consumers: list[PullConsumer] = []
         self.timers: TimerLoop | None = None
         self._known: set[str] = set()
@@ -98,24 +102,26 @@ class Orchestrator:
             return
         js = self.platform.js
         if js is not None:
+            concurrency = max(1, min(self.settings.consumer_concurrency, self.settings.db_pool_size - 2))
+            results = ResultHandler(
+                self.runtime, self.tenant_db, self.known_tenant, self.metrics, concurrency=concurrency
+            )
+            completions = TaskCompletionHandler(self.runtime, self.tenant_db, self.known_tenant, self.metrics)
             handlers = {
-                RESULTS: ResultHandler(self.runtime, self.tenant_db, self.known_tenant, self.metrics),
-                TASK_COMPLETIONS: TaskCompletionHandler(
-                    self.runtime, self.tenant_db, self.known_tenant, self.metrics
-                ),
+                RESULTS: (results, results.handle_batch),
+                TASK_COMPLETIONS: (completions, None),
             }
-            for (stream, durable, subject), handler in handlers.items():
+            for (stream, durable, subject), (handler, batch_handler) in handlers.items():
                 consumer = PullConsumer(
                     js,
                     stream=stream,
                     durable=durable,
                     filter_subjects=[subject],
                     handle=handler,
+                    handle_batch=batch_handler,
                     batch=self.settings.consumer_batch,
                     ack_wait=self.settings.consumer_ack_wait_seconds,
-                    concurrency=max(
-                        1, min(self.settings.consumer_concurrency, self.settings.db_pool_size - 2)
-                    ),
+                    concurrency=concurrency,
                 )
                 consumer.start()
                 self.consumers.append(consumer)

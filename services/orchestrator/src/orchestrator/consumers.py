@@ -13,15 +13,18 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 
 import msgspec
 from nats.aio.msg import Msg
 
 from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.repositories import InstanceRepository, TimerRepository
-from orchestrator.runtime import Runtime
+from orchestrator.runtime import Applied, Runtime
 from wf_platform.consumers import settle
 from wf_platform.db import TenantDatabase
 from wf_platform.telemetry import consumer_span
@@ -39,29 +42,83 @@ TenantDb = Callable[[TenantId], TenantDatabase]
 KnownTenant = Callable[[str], Awaitable[bool]]
 
 
+@dataclass(frozen=True, slots=True)
+class _Result:
+    message: Msg
+    tenant: str
+    job_id: str
+    status: str
+    event: Event
+    headers: dict[str, str]
+
+
 class ResultHandler:
-    """``wf.results.<tenant>``: a worker's report on one attempt, applied once per (job, attempt)."""
+    """``wf.results.<tenant>``: a worker's report on one attempt, applied once per (job, attempt).
+
+    A fetched batch is applied per tenant in chunks of ``chunk`` results, each chunk one transaction
+    (one lock query, one write per table, one commit); its messages are acked after the commit. When
+    a chunk fails (a bad message, the database), its results are applied one per transaction, so one
+    message that cannot apply only holds back itself.
+    """
 
     def __init__(
-        self, runtime: Runtime, tenant_db: TenantDb, known_tenant: KnownTenant, metrics: OrchestratorMetrics
+        self,
+        runtime: Runtime,
+        tenant_db: TenantDb,
+        known_tenant: KnownTenant,
+        metrics: OrchestratorMetrics,
+        *,
+        chunk: int = 64,
+        concurrency: int = 4,
     ) -> None:
         self.runtime = runtime
         self.tenant_db = tenant_db
         self.known_tenant = known_tenant
         self.metrics = metrics
+        self.chunk = chunk
+        self.concurrency = concurrency
 
     async def __call__(self, message: Msg) -> None:
+        """Handle one message (a batch of one)."""
+        await self.handle_batch([message])
+
+    async def handle_batch(self, messages: list[Msg], /) -> None:
+        """Decode, drop what can never apply, and apply the rest per tenant chunk."""
+        by_tenant: dict[str, list[_Result]] = {}
+        for message in messages:
+            result = await self._decode(message)
+            if result is not None:
+                by_tenant.setdefault(result.tenant, []).append(result)
+        chunks = [
+            results[i : i + self.chunk]
+            for results in by_tenant.values()
+            for i in range(0, len(results), self.chunk)
+        ]
+        semaphore = asyncio.Semaphore(self.concurrency)
+
+        async def run(chunk: list[_Result]) -> None:
+            async with semaphore:
+                await self._apply_chunk(chunk)
+
+        await asyncio.gather(*(run(chunk) for chunk in chunks))
+
+    async def _decode(self, message: Msg) -> _Result | None:
         tenant = _tenant_of(message.subject, position=2)
         try:
             result = msgspec.json.decode(message.data, type=JobResult)
         except (msgspec.DecodeError, msgspec.ValidationError):
             self.metrics.dropped.labels(reason="undecodable", event="result").inc()
             await message.term()
-            return
+            return None
         if tenant is None or not await self.known_tenant(tenant):
             self.metrics.dropped.labels(reason="unknown_tenant", event="result").inc()
             await message.ack()
-            return
+            return None
+        if not _is_uuid(result.job_id):
+            # Job ids are UUIDs; anything else names no job (and must not reach a uuid column).
+            self.metrics.dropped.labels(reason="unknown", event="result").inc()
+            await message.ack()
+            return None
         headers = dict(message.headers or {})
         now = datetime.now(UTC)
         event: Event
@@ -84,21 +141,62 @@ class ResultHandler:
                 error=error,
                 worker=headers.get("Wf-Worker"),
             )
+        return _Result(message, tenant, result.job_id, result.status, event, headers)
 
-        async def apply() -> None:
-            started = time.perf_counter()
-            with consumer_span("result", headers, **{"wf.tenant": tenant, "wf.job_id": result.job_id}):
-                async with self.tenant_db(TenantId(tenant)).transaction() as uow:
-                    instance_id = await InstanceRepository(uow.conn).instance_of_job(result.job_id)
+    async def _apply_chunk(self, chunk: list[_Result]) -> None:
+        if len(chunk) > 1:
+            try:
+                await self._apply(chunk)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.warning(
+                    "a batch of %d results failed; applying them one by one", len(chunk), exc_info=True
+                )
+            else:
+                await asyncio.gather(*(_ack(r.message) for r in chunk))
+                return
+        for result in chunk:
+            await settle(result.message, partial(self._apply, [result]))
+
+    async def _apply(self, chunk: list[_Result]) -> None:
+        started = time.perf_counter()
+        outcomes: list[tuple[_Result, Applied]] = []
+        async with self.tenant_db(TenantId(chunk[0].tenant)).transaction() as uow:
+            batch = self.runtime.batch(uow)
+            await batch.lock_jobs([r.job_id for r in chunk])
+            for result in chunk:
+                with consumer_span(
+                    "result", result.headers, **{"wf.tenant": result.tenant, "wf.job_id": result.job_id}
+                ):
+                    instance_id = batch.instance_of_job(result.job_id)
                     if instance_id is None:
-                        self.metrics.dropped.labels(reason="unknown", event="result").inc()
-                        return
-                    applied = await self.runtime.apply(uow, instance_id, event)
-            if applied.transition is not None and applied.transition.ignored is None:
+                        outcomes.append((result, Applied(None, None)))
+                        continue
+                    outcomes.append((result, await batch.apply(instance_id, result.event)))
+            await batch.flush()
+        # Counted after the commit: a rolled-back chunk is applied again and must not count twice.
+        for result, applied in outcomes:
+            if applied.instance is None:
+                self.metrics.dropped.labels(reason="unknown", event="result").inc()
+            elif applied.transition is not None and applied.transition.ignored is None:
                 self.metrics.results.labels(status=result.status).inc()
-            self.metrics.transition_seconds.labels(source="result").observe(time.perf_counter() - started)
+        elapsed = (time.perf_counter() - started) / len(chunk)
+        for _ in chunk:
+            self.metrics.transition_seconds.labels(source="result").observe(elapsed)
 
-        await settle(message, apply)
+
+async def _ack(message: Msg) -> None:
+    with contextlib.suppress(Exception):
+        await message.ack()
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
 
 
 class TaskCompletionHandler:

@@ -10,6 +10,7 @@ restart) reads the stored copy and never needs the registry.
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from typing import Any
 from urllib.parse import quote
@@ -44,12 +45,47 @@ class _RegistryRecord(msgspec.Struct, frozen=True, kw_only=True, rename={"wire":
 
 
 class RegistryClient:
-    """Reads definitions from the registry with the caller's bearer token."""
+    """Reads definitions from the registry with the caller's bearer token.
+
+    :meth:`resolve` keeps each answer for ``cache_seconds`` per (tenant, name, version or latest):
+    a start then costs no HTTP round trip, and a version published or deprecated meanwhile is seen
+    by starts within ``cache_seconds`` (0 asks the registry every time). Only successful answers
+    are kept; the caller's own permission is checked by the orchestrator's route either way.
+    """
 
     def __init__(
-        self, base_url: str, /, *, timeout: float = 5.0, transport: httpx.AsyncBaseTransport | None = None
+        self,
+        base_url: str,
+        /,
+        *,
+        timeout: float = 5.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        cache_seconds: float = 0.0,
+        cache_size: int = 4096,
     ) -> None:
         self._client = httpx.AsyncClient(base_url=base_url.rstrip("/"), timeout=timeout, transport=transport)
+        self._cache_seconds = cache_seconds
+        self._cache_size = cache_size
+        self._resolved: OrderedDict[tuple[str, str, str | None], tuple[float, ResolvedDefinition]] = (
+            OrderedDict()
+        )
+
+    async def resolve(
+        self, tenant: str, name: str, version: str | None, /, *, token: str
+    ) -> ResolvedDefinition:
+        """:meth:`fetch`, answered from memory when the same question was asked recently."""
+        key = (tenant, name, version)
+        now = time.monotonic()
+        hit = self._resolved.get(key)
+        if hit is not None and now - hit[0] < self._cache_seconds:
+            return hit[1]
+        resolved = await self.fetch(name, version, token=token)
+        if self._cache_seconds > 0:
+            self._resolved[key] = (now, resolved)
+            self._resolved.move_to_end(key)
+            while len(self._resolved) > self._cache_size:
+                self._resolved.popitem(last=False)
+        return resolved
 
     async def aclose(self) -> None:
         """Close the connection pool."""
@@ -110,6 +146,17 @@ class DefinitionCache:
         self._machines: OrderedDict[tuple[str, str, str], tuple[WorkflowDefinition, WorkflowMachine]] = (
             OrderedDict()
         )
+        self._stored: set[tuple[str, str, str]] = set()
+
+    def is_stored(self, tenant: str, name: str, version: str, /) -> bool:
+        """Whether this process saw the version committed to the tenant's definitions table."""
+        return (tenant, name, version) in self._stored
+
+    def mark_stored(self, tenant: str, name: str, version: str, /) -> None:
+        """Remember that the version is in the tenant's table (rows are never deleted)."""
+        if len(self._stored) >= self._size * 8:
+            self._stored.clear()
+        self._stored.add((tenant, name, version))
 
     def get(
         self, tenant: str, name: str, version: str, /

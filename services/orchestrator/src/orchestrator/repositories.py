@@ -8,7 +8,7 @@ change it belongs to commit together.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from orchestrator.tables import definitions, instances, step_attempts, timers
 from workflow_core import InstanceState
 
-__all__ = ["AttemptRow", "DueTimer", "InstanceRepository", "InstanceRow", "TimerRepository"]
+__all__ = ["AttemptRow", "DueTimer", "InstanceRepository", "InstanceRow", "TimerRepository", "Writes"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,13 +69,15 @@ class DueTimer:
 
 
 def _row(row: Any) -> InstanceRow:
+    state = row.state
     return InstanceRow(
         id=str(row.id),
         definition=row.definition,
         version=row.version,
         status=row.status,
         business_key=row.business_key,
-        state=msgspec.convert(row.state, InstanceState),
+        # Read as JSON text (see _STATE_TEXT): decoded straight into the struct, no dict detour.
+        state=_decode_state(state) if isinstance(state, str) else msgspec.convert(state, InstanceState),
         revision=row.revision,
         trace_id=row.trace_id,
         traceparent=row.traceparent,
@@ -86,75 +88,253 @@ def _row(row: Any) -> InstanceRow:
     )
 
 
+_decode_state = msgspec.json.Decoder(InstanceState).decode
+_STATE_TEXT = sa.type_coerce(instances.c.state, sa.Text).label("state")
+_INSTANCE_COLUMNS = [*(c for c in instances.c if c.name != "state"), _STATE_TEXT]
+_UUIDS = pg.ARRAY(pg.UUID(as_uuid=False))
+
+
+def _any(column: sa.ColumnElement[Any], name: str, /) -> sa.ColumnElement[bool]:
+    """``column = ANY(:name)``: one bound array, so one cached statement for any number of values."""
+    return column == sa.func.any(sa.bindparam(name, type_=_UUIDS))
+
+
+# The hot statements are built once: SQLAlchemy then computes their cache keys once, not per call.
+_LOCK = (
+    sa.select(*_INSTANCE_COLUMNS)
+    .where(_any(instances.c.id, "ids"))
+    .order_by(instances.c.id)
+    .with_for_update()
+)
+_JOB_IDS = (
+    sa.select(sa.func.array_agg(step_attempts.c.job_id))
+    .where(step_attempts.c.instance_id == instances.c.id, _any(step_attempts.c.job_id, "ids"))
+    .scalar_subquery()
+    .label("job_ids")
+)
+_LOCK_JOBS = (
+    sa.select(*_INSTANCE_COLUMNS, _JOB_IDS)
+    .where(
+        instances.c.id.in_(sa.select(step_attempts.c.instance_id).where(_any(step_attempts.c.job_id, "ids")))
+    )
+    .order_by(instances.c.id)
+    .with_for_update(of=instances)
+)
+_INSERT_INSTANCES = (
+    pg.insert(instances)
+    .on_conflict_do_nothing(index_elements=[instances.c.idempotency_key])
+    .returning(instances.c.id)
+)
+_INSERT_ATTEMPTS = pg.insert(step_attempts).on_conflict_do_nothing()
+_INSERT_TIMERS = pg.insert(timers).on_conflict_do_nothing()
+_DELETE_TIMERS = timers.delete().where(_any(timers.c.timer_id, "ids"))
+
+
+@dataclass(slots=True)
+class Writes:
+    """The rows one transaction's transitions write, flushed together by :meth:`InstanceRepository.write`.
+
+    ``instances`` maps an instance to (its revision when locked, its revision now, its state now).
+    An attempt finished in the transaction that added it is written once, finished; a timer added
+    and cancelled in one transaction is never written.
+    """
+
+    instances: dict[str, tuple[int, int, InstanceState]] = field(
+        default_factory=dict[str, tuple[int, int, InstanceState]]
+    )
+    attempts_added: dict[tuple[str, int], dict[str, Any]] = field(
+        default_factory=dict[tuple[str, int], dict[str, Any]]
+    )
+    attempts_finished: dict[tuple[str, int], dict[str, Any]] = field(
+        default_factory=dict[tuple[str, int], dict[str, Any]]
+    )
+    timers_added: dict[str, dict[str, Any]] = field(default_factory=dict[str, dict[str, Any]])
+    timers_deleted: set[str] = field(default_factory=set[str])
+
+    def update(self, state: InstanceState, /, *, locked_revision: int, revision: int) -> None:
+        """The instance's new state (``revision``: its number after this change)."""
+        known = self.instances.get(state.instance_id)
+        self.instances[state.instance_id] = (known[0] if known else locked_revision, revision, state)
+
+    def add_attempt(
+        self,
+        *,
+        job_id: str,
+        attempt: int,
+        instance_id: str,
+        step: str,
+        step_type: str,
+        at: datetime,
+        deadline: datetime | None,
+    ) -> None:
+        """Record a dispatched attempt."""
+        self.attempts_added[(job_id, attempt)] = {
+            "job_id": job_id,
+            "attempt": attempt,
+            "instance_id": instance_id,
+            "step": step,
+            "step_type": step_type,
+            "status": "dispatched",
+            "dispatched_at": at,
+            "deadline": deadline,
+            "finished_at": None,
+            "worker": None,
+            "error": None,
+        }
+
+    def finish_attempt(
+        self,
+        *,
+        job_id: str,
+        attempt: int,
+        status: str,
+        at: datetime,
+        worker: str | None,
+        error: dict[str, Any] | None,
+    ) -> None:
+        """Record an attempt's outcome (``completed``, ``failed``, ``timed_out``, ``abandoned``)."""
+        outcome: dict[str, Any] = {"status": status, "finished_at": at, "worker": worker, "error": error}
+        added = self.attempts_added.get((job_id, attempt))
+        if added is not None:
+            added.update(outcome)
+        else:
+            self.attempts_finished[(job_id, attempt)] = {"b_job_id": job_id, "b_attempt": attempt, **outcome}
+
+    def add_timer(self, *, timer_id: str, tenant: str, instance_id: str, kind: str, due_at: datetime) -> None:
+        """Arm a durable timer."""
+        self.timers_deleted.discard(timer_id)
+        self.timers_added[timer_id] = {
+            "timer_id": timer_id,
+            "tenant_id": tenant,
+            "instance_id": instance_id,
+            "kind": kind,
+            "due_at": due_at,
+        }
+
+    def delete_timer(self, timer_id: str, /) -> None:
+        """Disarm a timer."""
+        if self.timers_added.pop(timer_id, None) is None:
+            self.timers_deleted.add(timer_id)
+
+
+_UPDATE_INSTANCE = (
+    instances.update()
+    .where(instances.c.id == sa.bindparam("b_id"), instances.c.revision == sa.bindparam("b_revision"))
+    .values(
+        status=sa.bindparam("status"),
+        state=sa.bindparam("state", type_=pg.JSONB),
+        revision=sa.bindparam("revision"),
+        updated_at=sa.bindparam("updated_at"),
+        ended_at=sa.bindparam("ended_at"),
+    )
+)
+_FINISH_ATTEMPT = (
+    step_attempts.update()
+    .where(
+        step_attempts.c.job_id == sa.bindparam("b_job_id"),
+        step_attempts.c.attempt == sa.bindparam("b_attempt"),
+    )
+    .values(
+        status=sa.bindparam("status"),
+        finished_at=sa.bindparam("finished_at"),
+        worker=sa.bindparam("worker"),
+        error=sa.bindparam("error", type_=pg.JSONB),
+    )
+)
+
+
 class InstanceRepository:
     """Instances and what belongs to them, in one tenant's schema."""
 
     def __init__(self, conn: AsyncConnection, /) -> None:
         self.conn = conn
 
-    async def insert(
-        self,
-        state: InstanceState,
-        /,
-        *,
-        trace_id: str | None,
-        traceparent: str | None,
-        idempotency_key: str | None,
-        request_digest: str | None,
-        created_by: str,
-    ) -> bool:
-        """Store a new instance; False when the idempotency key is already taken (nothing stored)."""
-        values = {
-            "id": state.instance_id,
-            "definition": state.definition,
-            "version": state.version,
-            "status": state.status.value,
-            "business_key": state.business_key,
-            "state": msgspec.to_builtins(state),
-            "revision": 1,
-            "trace_id": trace_id,
-            "traceparent": traceparent,
-            "idempotency_key": idempotency_key,
-            "request_digest": request_digest,
-            "created_by": created_by,
-            "created_at": state.started_at,
-            "updated_at": state.updated_at,
-            "ended_at": state.ended_at,
-        }
-        statement = pg.insert(instances).values(values)
-        if idempotency_key is not None:
-            statement = statement.on_conflict_do_nothing(index_elements=[instances.c.idempotency_key])
-        result = await self.conn.execute(statement.returning(instances.c.id))
-        return result.first() is not None
+    async def insert_many(
+        self, starts: Sequence[tuple[InstanceState, str | None, str | None, str | None, str, str]], /
+    ) -> set[str]:
+        """Store new instances, given as (state, trace id, traceparent, idempotency key, request
+        digest, created by); returns the ids stored (one whose idempotency key is taken is not)."""
+        values = [
+            {
+                "id": state.instance_id,
+                "definition": state.definition,
+                "version": state.version,
+                "status": state.status.value,
+                "business_key": state.business_key,
+                "state": state,
+                "revision": 1,
+                "trace_id": trace_id,
+                "traceparent": traceparent,
+                "idempotency_key": idempotency_key,
+                "request_digest": request_digest,
+                "created_by": created_by,
+                "created_at": state.started_at,
+                "updated_at": state.updated_at,
+                "ended_at": state.ended_at,
+            }
+            for state, trace_id, traceparent, idempotency_key, request_digest, created_by in starts
+        ]
+        result = await self.conn.execute(_INSERT_INSTANCES, values)
+        return {str(row.id) for row in result}
 
     async def by_idempotency_key(self, key: str, /) -> InstanceRow | None:
         """The instance started with this key, if any."""
         row = (
-            await self.conn.execute(sa.select(instances).where(instances.c.idempotency_key == key))
+            await self.conn.execute(sa.select(*_INSTANCE_COLUMNS).where(instances.c.idempotency_key == key))
         ).first()
         return _row(row) if row is not None else None
 
     async def get(self, instance_id: str, /, *, lock: bool = False) -> InstanceRow | None:
         """The instance (``lock``: ``FOR UPDATE``, held until the transaction ends)."""
-        statement = sa.select(instances).where(instances.c.id == instance_id)
+        statement = sa.select(*_INSTANCE_COLUMNS).where(instances.c.id == instance_id)
         if lock:
             statement = statement.with_for_update()
         row = (await self.conn.execute(statement)).first()
         return _row(row) if row is not None else None
 
-    async def update(self, state: InstanceState, /, *, revision: int) -> None:
-        """Store the state after a transition (the row is locked by this transaction)."""
-        await self.conn.execute(
-            instances.update()
-            .where(instances.c.id == state.instance_id, instances.c.revision == revision)
-            .values(
-                status=state.status.value,
-                state=msgspec.to_builtins(state),
-                revision=revision + 1,
-                updated_at=state.updated_at,
-                ended_at=state.ended_at,
+    async def lock(self, instance_ids: Sequence[str], /) -> dict[str, InstanceRow]:
+        """Lock these instances (``FOR UPDATE``, in id order so two batches cannot deadlock)."""
+        rows = await self.conn.execute(_LOCK, {"ids": list(instance_ids)})
+        return {str(r.id): _row(r) for r in rows}
+
+    async def lock_jobs(self, job_ids: Sequence[str], /) -> tuple[dict[str, str], dict[str, InstanceRow]]:
+        """Lock the instances these jobs belong to (job ids must be UUIDs), with one query.
+
+        Returns which instance each known job belongs to, and the locked instances.
+        """
+        jobs: dict[str, str] = {}
+        locked: dict[str, InstanceRow] = {}
+        for r in await self.conn.execute(_LOCK_JOBS, {"ids": list(job_ids)}):
+            row = locked[str(r.id)] = _row(r)
+            jobs.update(dict.fromkeys(map(str, r.job_ids), row.id))
+        return jobs, locked
+
+    async def write(self, writes: Writes, /) -> None:
+        """Flush a transaction's writes: one statement per kind of row, whatever their number."""
+        if writes.instances:
+            await self.conn.execute(
+                _UPDATE_INSTANCE,
+                [
+                    {
+                        "b_id": instance_id,
+                        "b_revision": locked,
+                        "status": state.status.value,
+                        "state": state,
+                        "revision": revision,
+                        "updated_at": state.updated_at,
+                        "ended_at": state.ended_at,
+                    }
+                    for instance_id, (locked, revision, state) in writes.instances.items()
+                ],
             )
-        )
+        if writes.attempts_added:
+            await self.conn.execute(_INSERT_ATTEMPTS, list(writes.attempts_added.values()))
+        if writes.attempts_finished:
+            await self.conn.execute(_FINISH_ATTEMPT, list(writes.attempts_finished.values()))
+        if writes.timers_deleted:
+            await self.conn.execute(_DELETE_TIMERS, {"ids": sorted(writes.timers_deleted)})
+        if writes.timers_added:
+            await self.conn.execute(_INSERT_TIMERS, list(writes.timers_added.values()))
 
     async def list(
         self,
@@ -193,59 +373,6 @@ class InstanceRepository:
         return (await self.conn.execute(statement)).all()
 
     # -- step attempts ---------------------------------------------------------------------------
-
-    async def add_attempt(
-        self,
-        *,
-        job_id: str,
-        attempt: int,
-        instance_id: str,
-        step: str,
-        step_type: str,
-        at: datetime,
-        deadline: datetime | None,
-    ) -> None:
-        """Record a dispatched attempt."""
-        await self.conn.execute(
-            pg.insert(step_attempts)
-            .values(
-                job_id=job_id,
-                attempt=attempt,
-                instance_id=instance_id,
-                step=step,
-                step_type=step_type,
-                status="dispatched",
-                dispatched_at=at,
-                deadline=deadline,
-            )
-            .on_conflict_do_nothing()
-        )
-
-    async def finish_attempt(
-        self,
-        *,
-        job_id: str,
-        attempt: int,
-        status: str,
-        at: datetime,
-        worker: str | None,
-        error: dict[str, Any] | None,
-    ) -> None:
-        """Record an attempt's outcome (``completed``, ``failed``, ``timed_out``, ``abandoned``)."""
-        await self.conn.execute(
-            step_attempts.update()
-            .where(step_attempts.c.job_id == job_id, step_attempts.c.attempt == attempt)
-            .values(status=status, finished_at=at, worker=worker, error=error)
-        )
-
-    async def instance_of_job(self, job_id: str, /) -> str | None:
-        """Which instance a job belongs to (in this tenant)."""
-        row = (
-            await self.conn.execute(
-                sa.select(step_attempts.c.instance_id).where(step_attempts.c.job_id == job_id).limit(1)
-            )
-        ).first()
-        return str(row.instance_id) if row is not None else None
 
     async def attempts(self, instance_id: str, /) -> list[AttemptRow]:
         """Every attempt of an instance, oldest first."""
@@ -294,20 +421,6 @@ class InstanceRepository:
         return dict(row.wire) if row is not None else None
 
     # -- timers (shared table, same transaction) -------------------------------------------------
-
-    async def add_timer(
-        self, *, timer_id: str, tenant: str, instance_id: str, kind: str, due_at: datetime
-    ) -> None:
-        """Arm a durable timer."""
-        await self.conn.execute(
-            pg.insert(timers)
-            .values(timer_id=timer_id, tenant_id=tenant, instance_id=instance_id, kind=kind, due_at=due_at)
-            .on_conflict_do_nothing()
-        )
-
-    async def delete_timer(self, timer_id: str, /) -> None:
-        """Disarm a timer."""
-        await self.conn.execute(timers.delete().where(timers.c.timer_id == timer_id))
 
     async def claim_timer(self, timer_id: str, /) -> bool:
         """Take a due timer for this transaction (False if another process holds or took it)."""

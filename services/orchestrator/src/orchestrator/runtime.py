@@ -12,6 +12,7 @@ process applies it; the outbox stamps that span's ``traceparent`` on the message
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Generator
 from contextlib import contextmanager
@@ -24,7 +25,8 @@ from opentelemetry.trace import Span, SpanKind
 from orchestrator.definitions import DefinitionCache
 from orchestrator.errors import ContextTooLargeError
 from orchestrator.metrics import OrchestratorMetrics
-from orchestrator.repositories import InstanceRepository, InstanceRow
+from orchestrator.repositories import InstanceRepository, InstanceRow, Writes
+from orchestrator.starts import PendingStart, StartBatcher
 from wf_platform.db import UnitOfWork
 from wf_platform.telemetry import extract_context, tracer
 from workflow_core import InstanceState, InstanceStatus, WorkflowDefinition, WorkflowMachine
@@ -57,7 +59,7 @@ from workflow_core.models import (
 )
 from workflow_core.subjects import instance_event_subject, job_subject, task_subject
 
-__all__ = ["Applied", "Runtime"]
+__all__ = ["Applied", "Batch", "Runtime"]
 
 _OUTCOMES = {
     StepStatus.COMPLETED: "completed",
@@ -82,6 +84,29 @@ class Runtime:
     def __init__(self, cache: DefinitionCache, metrics: OrchestratorMetrics) -> None:
         self.cache = cache
         self.metrics = metrics
+        self.starts = StartBatcher(self._started)
+
+    async def _started(self, uow: UnitOfWork, writes: Writes, start: PendingStart, /) -> None:
+        """What a new instance causes in its start transaction: its ``started`` event, then the
+        engine's first commands."""
+        state = start.state
+        await uow.publish(
+            instance_event_subject(uow.tenant, "started"),
+            encode(
+                InstanceEvent(
+                    tenant=uow.tenant,
+                    instance_id=state.instance_id,
+                    definition=DefinitionRef(name=state.definition, version=state.version),
+                    status="started",
+                    at=state.started_at,
+                    business_key=state.business_key,
+                )
+            ),
+            msg_id=f"{state.instance_id}:started",
+            ordering_key=state.instance_id,
+        )
+        self.metrics.instances.labels(event="started").inc()
+        await self.carry_out(uow, writes, state, start.commands, previous=None)
 
     async def machine(
         self, repo: InstanceRepository, tenant: str, name: str, version: str, /
@@ -112,57 +137,20 @@ class Runtime:
         With ``max_context_bytes``, a transition that would grow the context beyond it raises
         :class:`~orchestrator.errors.ContextTooLargeError` (413) and nothing is stored.
         """
-        repo = InstanceRepository(uow.conn)
-        row = await repo.get(instance_id, lock=True)
-        if row is None:
-            return Applied(None, None)
-        _, machine = await self.machine(repo, uow.tenant, row.definition, row.version)
-        kind = type(event).__name__
-        with self.instance_span(
-            f"workflow.{kind}", row.traceparent, **{"wf.tenant": uow.tenant, "wf.instance_id": instance_id}
-        ) as span:
-            transition = machine.apply(row.state, event)
-            if transition.ignored is not None:
-                span.set_attribute("wf.ignored", transition.ignored)
-                self.metrics.dropped.labels(reason=transition.ignored, event=kind).inc()
-                return Applied(transition, row)
-            if max_context_bytes is not None:
-                # Buffered signals wait to join the context: they count against it too.
-                state = transition.state
-                size = len(msgspec.json.encode(state.data)) + sum(
-                    len(msgspec.json.encode(signal.data)) for signal in state.pending_signals
-                )
-                if size > max_context_bytes:
-                    raise ContextTooLargeError(size, max_context_bytes)
-            await repo.update(transition.state, revision=row.revision)
-            await self._record_attempts(repo, len(row.state.history), transition.state)
-            await self.carry_out(uow, repo, transition.state, transition.commands, previous=row.state.status)
-            span.set_attribute("wf.status", transition.state.status.value)
-        return Applied(transition, row)
+        batch = self.batch(uow)
+        await batch.lock([instance_id])
+        applied = await batch.apply(instance_id, event, max_context_bytes=max_context_bytes)
+        await batch.flush()
+        return applied
 
-    async def _record_attempts(self, repo: InstanceRepository, before: int, state: InstanceState) -> None:
-        """Finish the attempt rows the transition ended (results, deadlines, cancellation)."""
-        for record in state.history[before:]:
-            if record.kind is not StepKind.MACHINE or record.job_id is None:
-                continue
-            outcome = _OUTCOMES.get(record.status)
-            if outcome is None:
-                continue
-            if record.error is not None and record.error.type == "DeadlineExceeded":
-                outcome = "timed_out"
-            await repo.finish_attempt(
-                job_id=record.job_id,
-                attempt=record.attempt,
-                status=outcome,
-                at=record.at,
-                worker=record.user,
-                error=msgspec.to_builtins(record.error) if record.error is not None else None,
-            )
+    def batch(self, uow: UnitOfWork, /) -> Batch:
+        """Several events applied in ``uow``'s transaction with one lock query and one flush."""
+        return Batch(self, uow)
 
     async def carry_out(
         self,
         uow: UnitOfWork,
-        repo: InstanceRepository,
+        writes: Writes,
         state: InstanceState,
         commands: list[Command],
         /,
@@ -176,9 +164,9 @@ class Runtime:
         for command in commands:
             match command:
                 case DispatchJob():
-                    await self._dispatch(uow, repo, state, command, ref)
+                    await self._dispatch(uow, writes, state, command, ref)
                 case StartTimer():
-                    await repo.add_timer(
+                    writes.add_timer(
                         timer_id=command.timer_id,
                         tenant=tenant,
                         instance_id=state.instance_id,
@@ -186,7 +174,7 @@ class Runtime:
                         due_at=command.due_at,
                     )
                 case CancelTimer():
-                    await repo.delete_timer(command.timer_id)
+                    writes.delete_timer(command.timer_id)
                 case CreateTask():
                     message = TaskCreatedMessage(
                         task_id=command.task_id,
@@ -263,7 +251,7 @@ class Runtime:
     async def _dispatch(
         self,
         uow: UnitOfWork,
-        repo: InstanceRepository,
+        writes: Writes,
         state: InstanceState,
         command: DispatchJob,
         ref: DefinitionRef,
@@ -271,7 +259,7 @@ class Runtime:
         tenant = uow.tenant
         at = state.updated_at
         deadline = command.deadline
-        await repo.add_attempt(
+        writes.add_attempt(
             job_id=command.job_id,
             attempt=command.attempt,
             instance_id=state.instance_id,
@@ -335,3 +323,90 @@ def trace_id_of(span: Span) -> str | None:
     """A span's trace id as 32 hex digits."""
     context = span.get_span_context()
     return format(context.trace_id, "032x") if context.is_valid else None
+
+
+class Batch:
+    """Events applied to locked instances in one transaction; their writes flushed together.
+
+    Lock first (:meth:`lock`, or :meth:`lock_jobs` for worker results), apply events in order
+    (several may concern one instance: each sees the state the previous one left), then
+    :meth:`flush`. Nothing is written before the flush, and the flush is part of the transaction.
+    """
+
+    def __init__(self, runtime: Runtime, uow: UnitOfWork, /) -> None:
+        self.runtime = runtime
+        self.uow = uow
+        self.repo = InstanceRepository(uow.conn)
+        self.writes = Writes()
+        self._rows: dict[str, InstanceRow] = {}
+        self._jobs: dict[str, str] = {}
+
+    async def lock(self, instance_ids: list[str], /) -> None:
+        """Lock these instances for the rest of the transaction."""
+        self._rows.update(await self.repo.lock(instance_ids))
+
+    async def lock_jobs(self, job_ids: list[str], /) -> None:
+        """Lock the instances these jobs belong to (unknown jobs are left out)."""
+        jobs, rows = await self.repo.lock_jobs(job_ids)
+        self._jobs.update(jobs)
+        self._rows.update(rows)
+
+    def instance_of_job(self, job_id: str, /) -> str | None:
+        """The instance of a job locked with :meth:`lock_jobs`."""
+        return self._jobs.get(job_id)
+
+    async def apply(
+        self, instance_id: str, event: Event, /, *, max_context_bytes: int | None = None
+    ) -> Applied:
+        """Apply ``event`` to a locked instance (``Applied(None, None)`` when it does not exist)."""
+        row = self._rows.get(instance_id)
+        if row is None:
+            return Applied(None, None)
+        runtime, uow = self.runtime, self.uow
+        _, machine = await runtime.machine(self.repo, uow.tenant, row.definition, row.version)
+        kind = type(event).__name__
+        with runtime.instance_span(
+            f"workflow.{kind}", row.traceparent, **{"wf.tenant": uow.tenant, "wf.instance_id": instance_id}
+        ) as span:
+            transition = machine.apply(row.state, event)
+            if transition.ignored is not None:
+                span.set_attribute("wf.ignored", transition.ignored)
+                runtime.metrics.dropped.labels(reason=transition.ignored, event=kind).inc()
+                return Applied(transition, row)
+            state = transition.state
+            if max_context_bytes is not None:
+                # Buffered signals wait to join the context: they count against it too.
+                size = len(msgspec.json.encode(state.data)) + sum(
+                    len(msgspec.json.encode(signal.data)) for signal in state.pending_signals
+                )
+                if size > max_context_bytes:
+                    raise ContextTooLargeError(size, max_context_bytes)
+            self._rows[instance_id] = dataclasses.replace(row, state=state, revision=row.revision + 1)
+            self.writes.update(state, locked_revision=row.revision, revision=row.revision + 1)
+            self._record_attempts(len(row.state.history), state)
+            await runtime.carry_out(uow, self.writes, state, transition.commands, previous=row.state.status)
+            span.set_attribute("wf.status", state.status.value)
+        return Applied(transition, row)
+
+    def _record_attempts(self, before: int, state: InstanceState) -> None:
+        """Finish the attempt rows the transition ended (results, deadlines, cancellation)."""
+        for record in state.history[before:]:
+            if record.kind is not StepKind.MACHINE or record.job_id is None:
+                continue
+            outcome = _OUTCOMES.get(record.status)
+            if outcome is None:
+                continue
+            if record.error is not None and record.error.type == "DeadlineExceeded":
+                outcome = "timed_out"
+            self.writes.finish_attempt(
+                job_id=record.job_id,
+                attempt=record.attempt,
+                status=outcome,
+                at=record.at,
+                worker=record.user,
+                error=msgspec.to_builtins(record.error) if record.error is not None else None,
+            )
+
+    async def flush(self) -> None:
+        """Write everything the applied events changed (still inside the transaction)."""
+        await self.repo.write(self.writes)

@@ -25,6 +25,7 @@ from orchestrator.errors import (
 )
 from orchestrator.repositories import AttemptRow, InstanceRepository, InstanceRow
 from orchestrator.runtime import Runtime, trace_id_of
+from orchestrator.starts import PendingStart
 from wf_platform.auth import Caller
 from wf_platform.db import TenantDatabase
 from wf_platform.problems import BadRequestError, FieldError, UnprocessableError
@@ -32,9 +33,7 @@ from wf_platform.telemetry import inject_trace_headers, tracer
 from workflow_core import InstanceNotActiveError, InstanceState, Version
 from workflow_core import NoIncidentError as EngineNoIncidentError
 from workflow_core.mermaid import instance_to_mermaid
-from workflow_core.messages import DefinitionRef, InstanceEvent, encode
 from workflow_core.models import CancelRequested, Event, RetryRequested, SignalReceived, Started, StepStatus
-from workflow_core.subjects import instance_event_subject
 from workflow_core.validation import DEFINITION_NAME, SIGNAL_NAME
 
 __all__ = [
@@ -228,10 +227,6 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise BadRequestError("invalid cursor", code="invalid_cursor") from exc
 
 
-class _DuplicateKeyError(Exception):
-    """Rolls back a start whose idempotency key another request took first."""
-
-
 class InstanceService:
     """The instance API's rules for one caller."""
 
@@ -278,8 +273,8 @@ class InstanceService:
             existing = await self._replay(idempotency_key, digest)
             if existing is not None:
                 return existing
-        resolved = await self.registry.fetch(request.definition, request.version, token=token)
         tenant = self.caller.tenant
+        resolved = await self.registry.resolve(tenant, request.definition, request.version, token=token)
         cached = self.cache.get(tenant, resolved.name, resolved.version) or self.cache.put(
             tenant, resolved.wire
         )
@@ -304,48 +299,42 @@ class InstanceService:
                 ),
             )
             state = transition.state
-            try:
-                async with self.db.transaction() as uow:
-                    repo = InstanceRepository(uow.conn)
-                    await repo.store_definition(
-                        name=resolved.name,
-                        version=resolved.version,
-                        digest=resolved.digest,
-                        wire=resolved.wire,
-                    )
-                    stored = await repo.insert(
-                        state,
-                        trace_id=trace_id_of(span),
-                        traceparent=traceparent,
-                        idempotency_key=idempotency_key,
-                        request_digest=digest,
-                        created_by=self.caller.sub,
-                    )
-                    if not stored:
-                        raise _DuplicateKeyError
-                    await uow.publish(
-                        instance_event_subject(tenant, "started"),
-                        encode(
-                            InstanceEvent(
-                                tenant=tenant,
-                                instance_id=instance_id,
-                                definition=DefinitionRef(name=state.definition, version=state.version),
-                                status="started",
-                                at=now,
-                                business_key=state.business_key,
-                            )
-                        ),
-                        msg_id=f"{instance_id}:started",
-                        ordering_key=instance_id,
-                    )
-                    self.runtime.metrics.instances.labels(event="started").inc()
-                    await self.runtime.carry_out(uow, repo, state, transition.commands, previous=None)
-            except _DuplicateKeyError:
+            pending = PendingStart(
+                state=state,
+                commands=transition.commands,
+                definition=None
+                if self.cache.is_stored(tenant, resolved.name, resolved.version)
+                else (resolved.name, resolved.version, resolved.digest, resolved.wire),
+                trace_id=trace_id_of(span),
+                traceparent=traceparent,
+                idempotency_key=idempotency_key,
+                request_digest=digest,
+                created_by=self.caller.sub,
+            )
+            if not await self.runtime.starts.submit(self.db, pending):
                 assert idempotency_key is not None
                 existing = await self._replay(idempotency_key, digest)
                 assert existing is not None
                 return existing
-        return await self.get(instance_id)
+            self.cache.mark_stored(tenant, resolved.name, resolved.version)
+        # The instance as just committed: no second transaction to read it back.
+        return _view(
+            InstanceRow(
+                id=instance_id,
+                definition=state.definition,
+                version=state.version,
+                status=state.status.value,
+                business_key=state.business_key,
+                state=state,
+                revision=1,
+                trace_id=trace_id_of(span),
+                traceparent=traceparent,
+                request_digest=digest,
+                created_at=state.started_at,
+                updated_at=state.updated_at,
+                ended_at=state.ended_at,
+            )
+        )
 
     async def _replay(self, key: str, digest: str) -> InstanceView | None:
         async with self.db.transaction() as uow:

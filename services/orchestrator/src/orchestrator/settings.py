@@ -23,6 +23,9 @@ class Settings(ServiceSettings):
     registry_url: str = "http://127.0.0.1:8001"
     """Where definitions are read (``GET /v1/definitions/{name}[/versions/{version}]``)."""
     registry_timeout_seconds: float = 5.0
+    registry_cache_seconds: float = 2.0
+    """How long a start reuses the registry's answer for the same definition (0: ask every time); a
+    version published or deprecated meanwhile is seen by starts after at most this long."""
     max_input_bytes: int = 262_144
     """Largest start input (JSON) accepted; larger is 413."""
     max_context_bytes: int = 1_048_576
