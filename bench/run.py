@@ -230,7 +230,7 @@ def evaluate(results: list[dict[str, Any]], memory: list[dict[str, Any]]) -> lis
             o = half["overhead_per_step_ms"]
             check(f"{shape} overhead/step p50 <= 10 ms at half load", o["p50"], o["p50"] <= 10)
             check(f"{shape} overhead/step p99 <= 100 ms at half load", o["p99"], o["p99"] <= 100)
-    w4 = by.get(("suite", "W4", "list"))
+    w4 = by.get(("suite", "W4", "list-1"))
     if w4:
         check("W4 inbox page p99 <= 50 ms", w4["latency_ms"]["p99"], w4["latency_ms"]["p99"] <= 50,
               f"{w4['extra'].get('open_tasks')} open tasks")  # fmt: skip

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-import sqlalchemy as sa
-
 from task_inbox.services import TaskEscalatedMessage
 from wf_platform.plugin import get_platform
 from wf_platform.tenancy import TenantId, tenant_schema
@@ -102,10 +100,13 @@ async def test_a_hundred_thousand_open_tasks_still_serve_a_filtered_page(harness
     platform = get_platform(harness.app)
     started = asyncio.get_running_loop().time()
     schema = tenant_schema(TenantId(harness.tenant))
-    async with platform.engine.begin() as conn:
-        await conn.execute(
-            sa.text(
-                f"""
+    async with platform.engine.connect() as conn:
+        # The driver's own execute: the seed may outlast the engine's per-statement timeout on a
+        # busy machine (it is the test's setup, not a request).
+        driver = (await conn.get_raw_connection()).driver_connection
+        assert driver is not None
+        await driver.execute(
+            f"""
                 INSERT INTO {schema}.tasks (id, instance_id, definition_name, definition_version, step, title,
                     description, candidate_groups, priority, due_at, due_sort, status, created_at)
                 SELECT gen_random_uuid(), 'inst-' || g, 'def' || (g % 10), '1.0.0', 'approve',
@@ -114,10 +115,10 @@ async def test_a_hundred_thousand_open_tasks_still_serve_a_filtered_page(harness
                        now() + make_interval(mins => g % 5000), now() + make_interval(mins => g % 5000),
                        'open', now() - make_interval(secs => g)
                 FROM generate_series(1, 100000) AS g
-                """
-            )
+                """,
+            timeout=600,
         )
-        await conn.execute(sa.text(f"ANALYZE {schema}.tasks"))
+        await driver.execute(f"ANALYZE {schema}.tasks", timeout=600)
     seeded = asyncio.get_running_loop().time() - started
     worker = harness.headers(sub="w", groups=["group7"])
     timings: list[float] = []
