@@ -104,7 +104,12 @@ class Orchestrator:
         if js is not None:
             concurrency = max(1, min(self.settings.consumer_concurrency, self.settings.db_pool_size - 2))
             results = ResultHandler(
-                self.runtime, self.tenant_db, self.known_tenant, self.metrics, concurrency=concurrency
+                self.runtime,
+                self.tenant_db,
+                self.known_tenant,
+                self.metrics,
+                concurrency=concurrency,
+                max_context_bytes=self.settings.max_context_bytes,
             )
             completions = TaskCompletionHandler(self.runtime, self.tenant_db, self.known_tenant, self.metrics)
             handlers = {

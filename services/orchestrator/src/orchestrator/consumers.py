@@ -70,6 +70,7 @@ class ResultHandler:
         *,
         chunk: int = 64,
         concurrency: int = 4,
+        max_context_bytes: int | None = None,
     ) -> None:
         self.runtime = runtime
         self.tenant_db = tenant_db
@@ -77,6 +78,7 @@ class ResultHandler:
         self.metrics = metrics
         self.chunk = chunk
         self.concurrency = concurrency
+        self.max_context_bytes = max_context_bytes
 
     async def __call__(self, message: Msg) -> None:
         """Handle one message (a batch of one)."""
@@ -173,7 +175,10 @@ class ResultHandler:
                     if instance_id is None:
                         outcomes.append((result, Applied(None, None)))
                         continue
-                    outcomes.append((result, await batch.apply(instance_id, result.event)))
+                    applied = await batch.apply(
+                        instance_id, result.event, max_context_bytes=self.max_context_bytes
+                    )
+                    outcomes.append((result, applied))
             await batch.flush()
         # Counted after the commit: a rolled-back chunk is applied again and must not count twice.
         for result, applied in outcomes:

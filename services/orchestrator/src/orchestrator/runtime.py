@@ -54,6 +54,9 @@ from workflow_core.models import (
     FailInstance,
     RaiseIncident,
     StartTimer,
+    StepCompleted,
+    StepError,
+    StepFailed,
     StepKind,
     StepStatus,
 )
@@ -135,7 +138,8 @@ class Runtime:
         """Apply ``event`` to the stored instance, in ``uow``'s transaction.
 
         With ``max_context_bytes``, a transition that would grow the context beyond it raises
-        :class:`~orchestrator.errors.ContextTooLargeError` (413) and nothing is stored.
+        :class:`~orchestrator.errors.ContextTooLargeError` (413) and nothing is stored; a worker's
+        result that would do so fails its step instead (see :meth:`Batch.apply`).
         """
         batch = self.batch(uow)
         await batch.lock([instance_id])
@@ -319,6 +323,13 @@ class Runtime:
         self.metrics.instances.labels(event=what).inc()
 
 
+def _context_size(state: InstanceState) -> int:
+    # Buffered signals wait to join the context: they count against it too.
+    return len(msgspec.json.encode(state.data)) + sum(
+        len(msgspec.json.encode(signal.data)) for signal in state.pending_signals
+    )
+
+
 def trace_id_of(span: Span) -> str | None:
     """A span's trace id as 32 hex digits."""
     context = span.get_span_context()
@@ -374,13 +385,26 @@ class Batch:
                 runtime.metrics.dropped.labels(reason=transition.ignored, event=kind).inc()
                 return Applied(transition, row)
             state = transition.state
-            if max_context_bytes is not None:
-                # Buffered signals wait to join the context: they count against it too.
-                size = len(msgspec.json.encode(state.data)) + sum(
-                    len(msgspec.json.encode(signal.data)) for signal in state.pending_signals
-                )
-                if size > max_context_bytes:
+            if max_context_bytes is not None and (size := _context_size(state)) > max_context_bytes:
+                if not isinstance(event, StepCompleted):
                     raise ContextTooLargeError(size, max_context_bytes)
+                # A worker's output that would grow the context beyond the limit fails its step
+                # (not retryable: the same output would come back): an incident, or the step's
+                # on_error route, instead of an instance nobody can store.
+                event = StepFailed(
+                    at=event.at,
+                    job_id=event.job_id,
+                    attempt=event.attempt,
+                    worker=event.worker,
+                    error=StepError(
+                        type="ContextTooLarge",
+                        message=f"the output would grow the context to {size} bytes "
+                        f"(limit {max_context_bytes})",
+                        retryable=False,
+                    ),
+                )
+                transition = machine.apply(row.state, event)
+                state = transition.state
             self._rows[instance_id] = dataclasses.replace(row, state=state, revision=row.revision + 1)
             self.writes.update(state, locked_revision=row.revision, revision=row.revision + 1)
             self._record_attempts(len(row.state.history), state)
