@@ -33,9 +33,13 @@ browser: ## Install Debian's chromium for the browser tests, if missing (apt; ro
 test: bootstrap browser ## Run every test against a throwaway Postgres and nats-server (what CI runs)
 	$(UV) run --frozen python -m wf_stack run -- python -m pytest $(PYTEST_ARGS)
 
+.PHONY: test-chaos
+test-chaos: bootstrap ## Chaos tier: connections cut every 3 s for a minute, a soak with random faults (CHAOS_SOAK_SECONDS=600)
+	WF_CHAOS=1 $(UV) run --frozen python -m wf_stack run -- python -m pytest tests/chaos -p no:cacheprovider -s $(PYTEST_ARGS)
+
 .PHONY: bench
 bench: bootstrap ## Benchmarks: the suite vs LocalEngine, litestar-workflows and the Temporal dev server (bench/README.md)
-	UV=$(UV) $(UV) run --frozen --with psutil --with matplotlib --with py-spy python -m bench.run $(BENCH_ARGS)
+	UV=$(UV) $(UV) run --frozen --with psutil --with matplotlib --with aiohttp --with py-spy python -m bench.run $(BENCH_ARGS)
 
 .PHONY: lint
 lint: bootstrap ## ruff check and format check

@@ -1,7 +1,7 @@
 """``make bench``: the suite, LocalEngine, the published litestar-workflows engine and the Temporal
 dev server on W1-W3 (W4: the inbox), side by side on this machine. See bench/README.md.
 
-    uv run --frozen --with psutil --with matplotlib --with py-spy python -m bench.run [--quick]
+    uv run --frozen --with psutil --with matplotlib --with aiohttp --with py-spy python -m bench.run [--quick]
 
 Writes ``bench/results/<date>-<shapes>.json`` and ``bench/results/latest.png`` and prints a table.
 """

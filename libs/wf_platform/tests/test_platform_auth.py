@@ -247,3 +247,49 @@ async def test_jwks_alg_member_pins_the_algorithm() -> None:
     )
     with pytest.raises(InvalidTokenError, match="does not fit"):
         await verifier.verify(keys.token(tenant="acme"))
+
+
+async def test_a_verified_token_is_not_verified_again(
+    keys: SigningKeys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import jwt
+
+    verifier = JwtVerifier(StaticKeySource(keys.public_pem), issuer=ISS, audience=AUD)
+    decodes: list[str] = []
+    real_decode = jwt.decode
+
+    def counting_decode(token: str, *args: Any, **kwargs: Any) -> Any:
+        decodes.append(token)
+        return real_decode(token, *args, **kwargs)
+
+    monkeypatch.setattr(jwt, "decode", counting_decode)
+    token = keys.token(tenant="acme", roles=["definitions:read"])
+    callers = [await verifier.verify(token) for _ in range(3)]
+    assert callers[0] == callers[1] == callers[2] and callers[0].tenant == "acme"
+    assert decodes == [token]
+    other = keys.token(tenant="acme", sub="user-2")
+    assert (await verifier.verify(other)).sub == "user-2"
+    assert decodes == [token, other]
+
+
+async def test_a_remembered_token_still_expires(keys: SigningKeys) -> None:
+    import asyncio
+
+    verifier = JwtVerifier(StaticKeySource(keys.public_pem), issuer=ISS, audience=AUD, leeway_seconds=0)
+    token = keys.token(tenant="acme", ttl=1)
+    assert (await verifier.verify(token)).tenant == "acme"
+    await asyncio.sleep(1.2)
+    with pytest.raises(InvalidTokenError):
+        await verifier.verify(token)
+
+
+async def test_a_remembered_token_stops_working_when_its_key_leaves_the_jwks() -> None:
+    keys = SigningKeys.generate()
+    jwks, clock = _Jwks(keys), _Clock()
+    verifier, _ = _jwks_verifier(jwks, clock)
+    token = keys.token(tenant="acme")
+    assert (await verifier.verify(token)).tenant == "acme"
+    jwks.keys = [SigningKeys.generate()]  # the identity provider rotated the key out
+    clock.now += 4000  # past the JWKS max age: the next lookup refreshes
+    with pytest.raises(InvalidTokenError, match="unknown kid"):
+        await verifier.verify(token)

@@ -243,7 +243,14 @@ class JwksKeySource:
 
 
 class JwtVerifier:
-    """Verifies bearer tokens and returns the :class:`Caller`."""
+    """Verifies bearer tokens and returns the :class:`Caller`.
+
+    A token that verified is remembered (up to ``cache_size`` tokens, by its exact text) with its
+    time claims and the key that verified it: the next request with the same token skips the
+    signature check (an RSA verification plus PyJWT's parsing, most of a request's auth cost) but
+    still has its ``exp``/``nbf`` checked against the clock, and must still name a key the key
+    source holds (a key rotated out of the JWKS stops its tokens). Failures are never cached.
+    """
 
     def __init__(
         self,
@@ -254,6 +261,7 @@ class JwtVerifier:
         audience: str,
         algorithms: Sequence[str] = ("RS256", "ES256"),
         leeway_seconds: int = 30,
+        cache_size: int = 10_000,
     ) -> None:
         unknown = [a for a in algorithms if a not in _KEY_FAMILIES]
         if unknown or not algorithms:
@@ -263,9 +271,36 @@ class JwtVerifier:
         self.audience = audience
         self.algorithms = tuple(algorithms)
         self.leeway = leeway_seconds
+        self.cache_size = cache_size
+        self._verified: dict[str, _Verified] = {}
 
     async def verify(self, token: str, /) -> Caller:
         """Verify ``token`` or raise :class:`InvalidTokenError`."""
+        known = self._verified.get(token)
+        if known is not None:
+            now = time.time()
+            if (
+                known.not_before - self.leeway <= now < known.expires + self.leeway
+                and await self.keys.get_key(known.kid) is known.key
+            ):
+                return known.caller
+            del self._verified[token]
+        caller, claims, kid, key = await self._verify(token)
+        if len(self._verified) >= self.cache_size:
+            # Insertion order: the oldest tenth goes (tokens expire; a flood of fresh tokens only
+            # costs each its own verification).
+            for stale in list(self._verified)[: max(1, self.cache_size // 10)]:
+                del self._verified[stale]
+        self._verified[token] = _Verified(
+            caller=caller,
+            expires=float(claims["exp"]),
+            not_before=float(claims.get("nbf", claims["iat"])),
+            kid=kid,
+            key=key,
+        )
+        return caller
+
+    async def _verify(self, token: str, /) -> tuple[Caller, dict[str, Any], str | None, _Key]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
@@ -305,7 +340,16 @@ class JwtVerifier:
                     raise InvalidTokenError(f"{name} is not a number")
         except jwt.PyJWTError as exc:
             raise InvalidTokenError(f"{type(exc).__name__}: {exc}") from None
-        return _caller_from_claims(claims)
+        return _caller_from_claims(claims), claims, kid, key
+
+
+@dataclass(frozen=True, slots=True)
+class _Verified:
+    caller: Caller
+    expires: float
+    not_before: float
+    kid: str | None
+    key: _Key
 
 
 def _string_list(claims: Mapping[str, Any], name: str) -> frozenset[str]:
