@@ -91,7 +91,7 @@ def _encode_json(value: Any, /) -> str:
 
 CONNECT_TIMEOUT_SECONDS = 5.0
 """How long opening a connection may take (asyncpg's default is 60 s)."""
-COMMAND_TIMEOUT_SECONDS = 15.0
+COMMAND_TIMEOUT_SECONDS = 10.0
 """How long one statement may go unanswered before it fails (a paused or partitioned server)."""
 
 

@@ -20,6 +20,11 @@ Error tree (``ProblemError`` is raised by services and plumbing alike; status an
     ├── UnsupportedMediaTypeError  415 unsupported_media_type
     ├── UnprocessableError         422 validation_failed (with errors)
     └── ServiceUnavailableError    503 unavailable
+
+A dependency that cannot be reached (Postgres down, restarting, paused past the statement timeout,
+its pool exhausted) is not an internal error: such exceptions, whatever layer they surface from,
+become 503 ``unavailable`` with ``Retry-After``, as does :class:`ServiceUnavailableError`, so that
+clients back off and retry instead of treating the request as failed for good.
 """
 
 from __future__ import annotations
@@ -28,7 +33,9 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
+import asyncpg  # pyright: ignore[reportMissingTypeStubs]
 import msgspec
+import sqlalchemy.exc
 from litestar import Request, Response
 from litestar.exceptions import (
     HTTPException,
@@ -53,11 +60,27 @@ __all__ = [
     "UnprocessableError",
     "UnsupportedMediaTypeError",
     "exception_handlers",
+    "is_unavailable",
     "problem_body",
     "problem_response",
 ]
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+RETRY_AFTER_SECONDS = 2
+"""The ``Retry-After`` of a 503: about what a restarted database or a reconnect takes."""
+
+_EXC: Any = asyncpg.exceptions  # asyncpg ships no type information
+_UNREACHABLE: tuple[type[BaseException], ...] = (
+    ConnectionError,  # refused, reset, aborted
+    TimeoutError,  # a connect or statement timeout: the server does not answer
+    sqlalchemy.exc.TimeoutError,  # every pooled connection is busy
+    _EXC.PostgresConnectionError,  # SQLSTATE class 08
+    _EXC.ConnectionDoesNotExistError,  # the connection was closed under us
+    _EXC.CannotConnectNowError,  # starting up, in recovery
+    _EXC.AdminShutdownError,
+    _EXC.CrashShutdownError,
+    _EXC.TooManyConnectionsError,
+)
 
 logger = logging.getLogger("wf_platform.problems")
 
@@ -236,9 +259,25 @@ def problem_response(
     )
 
 
+def is_unavailable(exc: BaseException, /) -> bool:
+    """Whether ``exc`` (or an exception it was raised from) means a dependency cannot be reached."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, _UNREACHABLE):
+            return True
+        if isinstance(current, sqlalchemy.exc.DBAPIError) and current.connection_invalidated:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
 def _problem_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     assert isinstance(exc, ProblemError)
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    if exc.status == 503:
+        headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
     return problem_response(
         exc.status, code=exc.code, title=exc.title, detail=exc.detail, errors=exc.errors, headers=headers
     )
@@ -278,6 +317,19 @@ def _http_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
 
 
 def _internal_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    if is_unavailable(exc):
+        logger.warning(
+            "%s %s: a dependency is unavailable: %s: %s",
+            request.method,
+            request.url.path,
+            type(exc).__name__,
+            exc,
+        )
+        return problem_response(
+            503,
+            detail="a dependency is unavailable; retry later",
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
     logger.error(
         "unhandled error on %s %s",
         request.method,
