@@ -2,7 +2,10 @@
 
 Decisions asserted here:
 - Bodies over ``max_body_bytes`` (1 MiB) are 413 whether declared (Content-Length) or streamed.
-- Deep nesting is a 4xx, answered quickly; never a 500 or a RecursionError.
+- Nesting deeper than ``max_json_depth`` (32) is a 422 ``nesting_too_deep`` on every route that takes a
+  body, answered quickly (refused before any parser recurses); never a 500 or a RecursionError.
+- The character U+0000 (which Postgres cannot store in text or jsonb) is a 422 ``nul_character`` in a
+  body and a 400 in a path or query, on every service.
 - Server-owned fields in a request body: the orchestrator and the inbox refuse them (400, their
   structs forbid unknown fields); the registry's wire format ignores unknown top-level members, so
   there the fields must have no effect (author is the caller, digest is the content's, no tenant).
@@ -20,7 +23,7 @@ import pytest
 
 from wf_platform.testing import unique_tenant
 
-from .conftest import Stack
+from .conftest import ALL_ROLES, Stack
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -142,20 +145,20 @@ def _nested(depth: int) -> str:
     return '{"a":' * depth + "1" + "}" * depth
 
 
-DEPTH_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="JSON bodies decoded by Litestar (JSONBody: orchestrator start/cancel/retry/signal, inbox "
-    "complete/assign) get no max_json_depth check: 40 levels are accepted, and ~1,000+ levels raise "
-    "RecursionError in msgspec -> 500",
-)
 TARGETS = [
     pytest.param("registry", "/v1/definitions", "json-object", id="registry-register-json"),
     pytest.param("registry", "/v1/definitions/validate", "json-array", id="registry-validate-json"),
     pytest.param("registry", "/v1/definitions", "yaml-flow", id="registry-register-yaml"),
     pytest.param("registry", "/v1/definitions", "yaml-block", id="registry-register-yaml-block"),
-    pytest.param("orchestrator", "/v1/instances", "input", id="orchestrator-start", marks=DEPTH_BUG),
-    pytest.param("orchestrator", "signal", "data", id="orchestrator-signal", marks=DEPTH_BUG),
-    pytest.param("inbox", "complete", "data", id="inbox-complete", marks=DEPTH_BUG),
+    pytest.param("orchestrator", "/v1/instances", "input", id="orchestrator-start"),
+    # Litestar decodes a handler's body as JSON whatever its Content-Type says
+    pytest.param("orchestrator", "/v1/instances", "input-as-yaml", id="orchestrator-start-labelled-yaml"),
+    pytest.param("orchestrator", "signal", "data", id="orchestrator-signal"),
+    pytest.param("orchestrator", "retry", "data", id="orchestrator-retry"),
+    pytest.param("orchestrator", "cancel", "reason", id="orchestrator-cancel"),
+    pytest.param("inbox", "complete", "data", id="inbox-complete"),
+    pytest.param("inbox", "complete", "data-as-text", id="inbox-complete-labelled-text"),
+    pytest.param("inbox", "assign", "user", id="inbox-assign"),
 ]
 
 
@@ -175,30 +178,77 @@ async def test_deep_nesting_is_a_quick_4xx(
             text = "[" * depth + "]" * depth
         case "yaml-flow":
             text, media = "[" * depth + "]" * depth, "application/yaml"
-        case "yaml-block":
+        case "yaml-block":  # one space a level: 700 levels stay under the definition size limit
             text, media = (
-                "\n".join("  " * i + "a:" for i in range(min(depth, 700))) + " 1",
+                "\n".join(" " * i + "a:" for i in range(min(depth, 700))) + " 1",
                 "application/yaml",
             )
         case "input":
             text = f'{{"definition":"bad","input":{{"x":{deep}}}}}'
+        case "input-as-yaml":
+            text, media = f'{{"definition":"bad","input":{{"x":{deep}}}}}', "application/yaml"
+        case "reason":
+            text = f'{{"reason":"r","x":{deep}}}'
+        case "user":
+            text = f'{{"user":"bob","x":{deep}}}'
+        case "data-as-text":
+            text, media = f'{{"data":{{"approved":true,"x":{deep}}}}}', "text/plain"
         case _:
             text = f'{{"data":{{"approved":true,"x":{deep}}}}}'
+    task_id = await stack.seed_task(tenant) if service == "inbox" else ""
     path = {
         "signal": f"/v1/instances/{instance_id}/signals/go",
-        "complete": f"/v1/tasks/{await stack.seed_task(tenant) if route == 'complete' else ''}/complete",
+        "retry": f"/v1/instances/{instance_id}/retry",
+        "cancel": f"/v1/instances/{instance_id}/cancel",
+        "complete": f"/v1/tasks/{task_id}/complete",
+        "assign": f"/v1/tasks/{task_id}/assign",
     }.get(route, route)
+    headers = stack.headers(tenant, roles=(*ALL_ROLES, "tasks:admin"))
     started = time.monotonic()
     response = await stack.clients[service].post(
-        path, content=text.encode(), headers={**stack.headers(tenant), "Content-Type": media}
+        path, content=text.encode(), headers={**headers, "Content-Type": media}
     )
     elapsed = time.monotonic() - started
-    assert response.status_code in {400, 413, 422}, (response.status_code, response.text[:300])
+    assert response.status_code == 422, (response.status_code, response.text[:300])
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.json()["code"] == "nesting_too_deep", response.text[:300]
     assert elapsed < 10, elapsed  # no hang; the YAML parse time has its own test below
     body = (
         await stack.orchestrator.get(f"/v1/instances/{instance_id}", headers=stack.headers(tenant))
     ).json()
     assert body["data"] == {} and body["status"] == "running"
+    if task_id:
+        task = (await stack.inbox.get(f"/v1/tasks/{task_id}", headers=headers)).json()
+        assert task["status"] == "open" and task.get("assignee") is None
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["content-length", "chunked"])
+async def test_nesting_up_to_the_limit_is_accepted_and_one_more_level_refused(
+    stack: Stack, streamed: bool
+) -> None:
+    """max_json_depth (32) counts the document's own object: 1 + "data" + 30 levels is the limit."""
+    tenant = unique_tenant("limit")
+    instance_id = await _instance(stack, tenant)
+    path = f"/v1/instances/{instance_id}/signals/go"
+    # brackets, quotes and backslashes inside strings are not structure
+    tricky = {"s": '[[[{{{\\"\\', "t": "]]]}}}" * 20, "u": "\\" * 40 + '"[' * 40}
+    for levels, expected in ((30, 200), (31, 422)):
+        data: Any = tricky
+        for _ in range(levels - 1):
+            data = {"a": data}
+        payload = json.dumps({"data": {"x": data}}).encode()
+        content: Any = payload
+        if streamed:
+
+            async def chunks(payload: bytes = payload) -> AsyncIterator[bytes]:
+                for start in range(0, len(payload), 100):
+                    yield payload[start : start + 100]
+
+            content = chunks()
+        response = await stack.orchestrator.post(
+            path, content=content, headers={**stack.headers(tenant), "Content-Type": "application/json"}
+        )
+        assert response.status_code == expected, (levels, response.text[:300])
 
 
 async def test_server_owned_fields_in_bodies_are_refused_or_have_no_effect(stack: Stack) -> None:
@@ -275,20 +325,106 @@ async def test_server_owned_fields_in_bodies_are_refused_or_have_no_effect(stack
     assert task["status"] == "open" and task.get("assignee") is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="wf_platform.limits.parse_document composes YAML recursively before check_depth: a 3 kB body "
-    "of '[' costs ~1.5 s of CPU on the event loop (until RecursionError), a cheap denial of service",
-)
-def test_deeply_nested_yaml_is_refused_in_linear_time() -> None:
-    from wf_platform.limits import parse_document
-    from wf_platform.problems import UnprocessableError
+NUL_BODIES = [
+    pytest.param(
+        "registry", "/v1/definitions", {**one_step("nul"), "description": "a\u0000"}, id="registry-register"
+    ),
+    pytest.param(
+        "registry",
+        "/v1/definitions/validate",
+        one_step("nul", steps={"a": {"type": "machine", "step_type": "n.a", "description": "\u0000"}}),
+        id="registry-validate",
+    ),
+    pytest.param(
+        "orchestrator", "/v1/instances", {"definition": "bad", "input": {"a\u0000": 1}}, id="start-key"
+    ),
+    pytest.param(
+        "orchestrator",
+        "/v1/instances",
+        {"definition": "bad", "input": {}, "business_key": "k\u0000"},
+        id="start-business-key",
+    ),
+    pytest.param("orchestrator", "signal", {"data": {"a": "x\u0000y"}}, id="signal"),
+    pytest.param("orchestrator", "cancel", {"reason": "\u0000"}, id="cancel"),
+    pytest.param("inbox", "complete", {"data": {"approved": True, "note": "x\u0000"}}, id="complete"),
+    pytest.param("inbox", "assign", {"user": "bob\u0000"}, id="assign"),
+]
 
-    for body in (b"[" * 3_000, b"{a: " * 3_000):
-        started = time.monotonic()
-        with pytest.raises(UnprocessableError):
-            parse_document(body, content_type="application/yaml", max_depth=32)
-        assert time.monotonic() - started < 0.3
+
+@pytest.mark.parametrize(("service", "route", "document"), NUL_BODIES)
+async def test_nul_characters_in_bodies_are_422_and_change_nothing(
+    stack: Stack, service: str, route: str, document: dict[str, Any]
+) -> None:
+    """Postgres stores no U+0000 in text or jsonb: such input used to fail the statement (a 500)."""
+    tenant = unique_tenant("nul")
+    instance_id = await _instance(stack, tenant)
+    task_id = await stack.seed_task(tenant)
+    path = {
+        "signal": f"/v1/instances/{instance_id}/signals/go",
+        "cancel": f"/v1/instances/{instance_id}/cancel",
+        "complete": f"/v1/tasks/{task_id}/complete",
+        "assign": f"/v1/tasks/{task_id}/assign",
+    }.get(route, route)
+    headers = stack.headers(tenant, roles=(*ALL_ROLES, "tasks:admin"))
+    response = await stack.clients[service].post(path, json=document, headers=headers)
+    assert response.status_code == 422, response.text[:300]
+    assert response.json()["code"] == "nul_character"
+    instance = (
+        await stack.orchestrator.get(f"/v1/instances/{instance_id}", headers=stack.headers(tenant))
+    ).json()
+    assert instance["data"] == {} and instance["status"] == "running"
+    assert (await stack.registry.get("/v1/definitions/nul", headers=headers)).status_code == 404
+    # an escaped backslash before "u0000" is not a NUL
+    text = json.dumps(document).replace("\\u0000", "\\\\u0000").encode()
+    response = await stack.clients[service].post(
+        path, content=text, headers={**headers, "Content-Type": "application/json"}
+    )
+    assert response.status_code < 500 and response.json().get("code") != "nul_character", response.text
+
+
+async def test_nul_characters_in_yaml_definitions_are_422(stack: Stack) -> None:
+    tenant = unique_tenant("nulyaml")
+    body = b'name: nul\nversion: 1.0.0\ndescription: "a\\0b"\nsteps:\n  a: {type: machine, step_type: n.a}\n'
+    response = await stack.registry.post(
+        "/v1/definitions", content=body, headers={**stack.headers(tenant), "Content-Type": "application/yaml"}
+    )
+    assert response.status_code == 422, response.text[:300]
+    assert response.json()["code"] == "nul_character"
+
+
+@pytest.mark.parametrize(
+    ("service", "path", "query"),
+    [
+        pytest.param("registry", "/v1/definitions/a%00b", {}, id="registry-path"),
+        pytest.param("orchestrator", "/v1/instances/a%00b", {}, id="orchestrator-path"),
+        pytest.param("orchestrator", "/v1/instances", {"business_key": "a\u0000b"}, id="orchestrator-query"),
+        pytest.param("inbox", "/v1/tasks", {"q": "a\u0000b"}, id="inbox-query"),
+    ],
+)
+async def test_nul_characters_in_paths_and_queries_are_400(
+    stack: Stack, service: str, path: str, query: dict[str, str]
+) -> None:
+    response = await stack.clients[service].get(
+        path, params=query, headers=stack.headers(unique_tenant("nulq"))
+    )
+    assert response.status_code == 400, response.text[:300]
+    assert response.json()["code"] == "nul_character"
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        pytest.param({"priority": 10_508_555_259}, id="priority-over-int32"),
+        pytest.param({"priority_min": -10_508_555_259}, id="priority-min-under-int32"),
+        pytest.param({"priority_min": 101}, id="priority-min-over-100"),
+        pytest.param({"due_before": "0001-01-01T00:00:00+14:00"}, id="due-before-year-0-in-utc"),
+        pytest.param({"due_after": "9999-12-31T23:59:59-14:00"}, id="due-after-year-10000-in-utc"),
+    ],
+)
+async def test_inbox_filters_the_database_cannot_compare_are_400(stack: Stack, query: dict[str, Any]) -> None:
+    """Found by the OpenAPI fuzzing: these were 500s (integer out of range, date value out of range)."""
+    response = await stack.inbox.get("/v1/tasks", params=query, headers=stack.headers(unique_tenant("filt")))
+    assert response.status_code == 400, response.text[:300]
 
 
 @pytest.mark.parametrize(

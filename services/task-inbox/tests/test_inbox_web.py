@@ -76,6 +76,11 @@ async def test_sign_in_list_and_complete_in_the_web_inbox(harness: Harness) -> N
         assert f'<label for="{name}"' in listing.text, name
     filtered = await harness.api.get("/", params={"q": "trip"})
     assert "Approve the trip" in filtered.text and "Late one" not in filtered.text
+    # A priority no task can have (or no database integer can hold) is no filter, not a 500.
+    for odd in ("1" + "0" * 30, "-5", "101", "high"):
+        unfiltered = await harness.api.get("/", params={"priority_min": odd})
+        assert unfiltered.status_code == 200, odd
+        assert "Approve the trip" in unfiltered.text, odd
 
     page = await harness.api.get(f"/tasks/{task_id}")
     assert page.status_code == 200

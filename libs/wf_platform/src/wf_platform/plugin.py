@@ -7,8 +7,9 @@
 
 The plugin adds: HTTP metrics, OpenTelemetry and JWT middleware (``/v1`` needs a token), the
 problem-details exception handlers, ``/health/live``, ``/health/ready``, ``/metrics``, the request
-body limit, and a lifespan that creates the database if missing, migrates the shared ``wf`` schema,
-connects NATS, provisions the configured streams and runs the outbox relay. Dependencies offered to
+body limit and input guard (nesting depth, U+0000: :mod:`wf_platform.limits`), and a lifespan that
+creates the database if missing, migrates the shared ``wf`` schema, connects NATS, provisions the
+configured streams and runs the outbox relay. Dependencies offered to
 handlers: ``caller`` (:class:`~wf_platform.auth.Caller`), ``tenant_db``
 (:class:`~wf_platform.db.TenantDatabase` of the caller's tenant) and ``platform`` (:class:`Platform`).
 Route guards come from :func:`wf_platform.auth.requires_role`.
@@ -49,7 +50,7 @@ from wf_platform.auth import (
 from wf_platform.bus import EventBus, NatsEventBus, connect_nats
 from wf_platform.db import PLATFORM_SCHEMA, TenantDatabase, create_engine, ensure_database
 from wf_platform.health import HealthCheck, health_routes
-from wf_platform.limits import BodyLimitMiddleware
+from wf_platform.limits import BodyLimitMiddleware, InputGuardMiddleware
 from wf_platform.metrics import HttpMetricsMiddleware, PlatformMetrics, metrics_route
 from wf_platform.migrations import PLATFORM_MIGRATIONS, migration_lock, upgrade
 from wf_platform.outbox import OutboxRelay
@@ -258,7 +259,7 @@ async def migrate(config: PlatformConfig, /, *, tenants: tuple[str, ...] = ()) -
 
     settings = config.settings
     await ensure_database(settings.database_url)
-    engine = create_engine(settings.database_url, pool_size=2)
+    engine = create_engine(settings.database_url, pool_size=2, command_timeout=None)
     try:
         await migrate_platform_schema(engine)
         registry = TenantRegistry(engine, script_location=config.tenant_migrations, cache_seconds=0)
@@ -304,6 +305,7 @@ class PlatformPlugin(InitPlugin):
                 verifier=lambda: platform.verifier,
                 protected_prefixes=self.config.protected_prefixes,
             ),
+            DefineMiddleware(InputGuardMiddleware, max_depth=settings.max_json_depth),
             *app_config.middleware,
         ]
         app_config.exception_handlers = {**exception_handlers(), **app_config.exception_handlers}  # pyright: ignore[reportUnknownMemberType]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, cast
 
 import msgspec
@@ -96,6 +96,16 @@ def parse_sort(raw: str | None, /) -> tuple[SortKey, bool]:
     return cast("SortKey", key), descending
 
 
+def _instant(value: datetime | None, name: str, /) -> datetime | None:
+    """``value`` in UTC; 400 when that is outside the years 1 to 9999 (the database cannot compare it)."""
+    if value is None or value.tzinfo is None:
+        return value
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise BadRequestError(f"{name} is out of range", code="invalid_filter") from None
+
+
 def _if_match(raw: str | None) -> int | None:
     if raw is None or not raw.strip() or raw.strip() == "*":
         return None
@@ -129,8 +139,8 @@ class TaskController(Controller):
         instance_id: FromQuery[str | None] = None,
         due_before: FromQuery[datetime | None] = None,
         due_after: FromQuery[datetime | None] = None,
-        priority: FromQuery[int | None] = None,
-        priority_min: FromQuery[int | None] = None,
+        priority: Annotated[int | None, QueryParameter(ge=0, le=100)] = None,
+        priority_min: Annotated[int | None, QueryParameter(ge=0, le=100)] = None,
         q: Annotated[str | None, QueryParameter(max_length=200)] = None,
         sort: FromQuery[str | None] = None,
         cursor: Annotated[str | None, QueryParameter(max_length=1000)] = None,
@@ -146,8 +156,8 @@ class TaskController(Controller):
                 candidate_user=candidate_user or None,
                 definition=definition or None,
                 instance_id=instance_id or None,
-                due_before=due_before,
-                due_after=due_after,
+                due_before=_instant(due_before, "due_before"),
+                due_after=_instant(due_after, "due_after"),
                 priority=priority,
                 priority_min=priority_min,
                 q=q or None,

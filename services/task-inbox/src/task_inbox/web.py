@@ -77,11 +77,13 @@ def _day(raw: str | None) -> datetime | None:
         return None
 
 
-def _int(raw: str | None) -> int | None:
+def _priority(raw: str | None) -> int | None:
+    """A priority filter from the page's form: 0 to 100 (what tasks carry), else no filter."""
     try:
-        return int(raw) if raw else None
+        value = int(raw) if raw else None
     except ValueError:
         return None
+    return value if value is not None and 0 <= value <= 100 else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,7 +262,7 @@ class WebController(Controller):
                 instance_id=raw["instance"] or None,
                 due_before=_day(raw["due_before"]),
                 due_after=_day(raw["due_after"]),
-                priority_min=_int(raw["priority_min"]),
+                priority_min=_priority(raw["priority_min"]),
                 q=raw["q"][:200] or None,
                 sort=key,
                 descending=descending,
