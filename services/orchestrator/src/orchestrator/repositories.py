@@ -126,8 +126,24 @@ _INSERT_INSTANCES = (
     .returning(instances.c.id)
 )
 _INSERT_ATTEMPTS = pg.insert(step_attempts).on_conflict_do_nothing()
-_INSERT_TIMERS = pg.insert(timers).on_conflict_do_nothing()
-_DELETE_TIMERS = timers.delete().where(_any(timers.c.timer_id, "ids"))
+# Disarm and arm in one round trip (a result usually does both: its attempt's deadline goes, the
+# next attempt's comes). Rows as arrays, so one prepared statement serves any number of timers;
+# arming an armed timer sets its new due time. The names are our own table's, not input.
+_REPLACE_TIMERS = sa.text(
+    f"""
+    WITH disarmed AS (
+        DELETE FROM {timers.schema}.{timers.name} WHERE timer_id = ANY(CAST(:deleted AS uuid[]))
+    )
+    INSERT INTO {timers.schema}.{timers.name} (timer_id, tenant_id, instance_id, kind, due_at)
+    SELECT * FROM unnest(
+        CAST(:timer_ids AS uuid[]), CAST(:tenants AS text[]), CAST(:instances AS uuid[]),
+        CAST(:kinds AS text[]), CAST(:due AS timestamptz[])
+    )
+    ON CONFLICT (timer_id) DO UPDATE
+        SET tenant_id = excluded.tenant_id, instance_id = excluded.instance_id,
+            kind = excluded.kind, due_at = excluded.due_at
+    """  # noqa: S608
+)
 
 
 @dataclass(slots=True)
@@ -331,10 +347,19 @@ class InstanceRepository:
             await self.conn.execute(_INSERT_ATTEMPTS, list(writes.attempts_added.values()))
         if writes.attempts_finished:
             await self.conn.execute(_FINISH_ATTEMPT, list(writes.attempts_finished.values()))
-        if writes.timers_deleted:
-            await self.conn.execute(_DELETE_TIMERS, {"ids": sorted(writes.timers_deleted)})
-        if writes.timers_added:
-            await self.conn.execute(_INSERT_TIMERS, list(writes.timers_added.values()))
+        if writes.timers_deleted or writes.timers_added:
+            added = list(writes.timers_added.values())
+            await self.conn.execute(
+                _REPLACE_TIMERS,
+                {
+                    "deleted": sorted(writes.timers_deleted),
+                    "timer_ids": [t["timer_id"] for t in added],
+                    "tenants": [t["tenant_id"] for t in added],
+                    "instances": [t["instance_id"] for t in added],
+                    "kinds": [t["kind"] for t in added],
+                    "due": [t["due_at"] for t in added],
+                },
+            )
 
     async def list(
         self,
