@@ -515,7 +515,8 @@ class Stack:
     def __init__(self, infra: Infra, *, orchestrator_settings: dict[str, str] | None = None) -> None:
         self.infra = infra
         self.tenant = unique_tenant("fk")
-        self.headers = bearer(infra.keys.token(tenant=self.tenant, roles=ROLES))
+        # A day: the soak runs longer than a default token lives.
+        self.headers = bearer(infra.keys.token(tenant=self.tenant, roles=ROLES, ttl=86_400))
         if orchestrator_settings is None:
             self.database = infra.orchestrator_database
             self.orchestrator = infra.orchestrator
