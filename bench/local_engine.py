@@ -1,5 +1,6 @@
 """W1-W3 on workflow_core's ``LocalEngine``, in this process (no servers): the same pure state
-machine the orchestrator drives, with no-op machine steps run as asyncio tasks.
+machine the orchestrator drives, with no-op machine steps (a chain of steps runs in one asyncio task,
+parallel branches in a task each).
 
     python -m bench.local_engine --shapes W1,W2,W3 --duration 20 --clients 32 --out FILE
 
@@ -21,7 +22,7 @@ from typing import Any
 from bench.common import RssTrack, closed_loop, make_result
 from bench.shapes import CRITICAL_PATH, SHAPE_STEPS, STEP_TYPE, wire
 from workflow_core import BaseMachineStep, InstanceStatus, LocalEngine, WorkflowContext, load_definition
-from workflow_core.models import Event
+from workflow_core.models import DispatchJob, Event
 
 _ENDED = (InstanceStatus.COMPLETED, InstanceStatus.FAILED, InstanceStatus.CANCELLED)
 
@@ -41,14 +42,16 @@ class WaitableEngine(LocalEngine):
         super().__init__(**kwargs)
         self.waiters: dict[str, asyncio.Future[InstanceStatus]] = {}
 
-    def _apply(self, instance_id: str, event: Event) -> None:
-        super()._apply(instance_id, event)
+    def _apply(self, instance_id: str, event: Event, *, inline: bool = False) -> DispatchJob | None:
+        job = super()._apply(instance_id, event, inline=inline)
+        if job is not None:
+            return job  # it dispatched a next step: not ended
         waiter = self.waiters.get(instance_id)
-        if waiter is None or waiter.done():
-            return
-        state = self.get(instance_id)
-        if state.status in _ENDED:
-            waiter.set_result(state.status)
+        if waiter is not None and not waiter.done():
+            state = self.get(instance_id)
+            if state.status in _ENDED:
+                waiter.set_result(state.status)
+        return job
 
     async def run_one(self, definition: Any) -> bool:
         state = await self.start(definition)

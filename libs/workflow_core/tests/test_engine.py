@@ -94,6 +94,15 @@ def test_ids_are_deterministic_for_the_same_events(clock: Clock) -> None:
     assert first.commands == again.commands
 
 
+def test_ids_are_uuid5_of_the_instance_kind_and_counter(clock: Clock) -> None:
+    # The orchestrator stores these ids: they must stay what every earlier version made.
+    result = machine(one_step()).apply(None, Started(at=clock(), instance_id="i-1"))
+    job = next(c for c in result.commands if isinstance(c, DispatchJob))
+    timer = next(c for c in result.commands if isinstance(c, StartTimer))
+    assert job.job_id == "4aa16ef9-72aa-55be-9ef0-b09c1c73ea5b"  # uuid5(namespace, "i-1/job/1")
+    assert timer.timer_id == "1ff5f414-f915-5320-9a74-9a69e3e89af7"  # uuid5(namespace, "i-1/timer/2")
+
+
 def test_the_given_state_is_not_modified(clock: Clock) -> None:
     m = machine(one_step())
     start = m.apply(None, Started(at=clock(), instance_id="i-1", input={"amount": 5}))

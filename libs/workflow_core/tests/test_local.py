@@ -1,11 +1,16 @@
-"""LocalEngine specifics: real retries with backoff, bounded memory, errors of step code."""
+"""LocalEngine specifics: real retries with backoff, bounded memory, errors of step code, steps
+run inline after one another."""
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import time
+from typing import Any
 
 from workflow_core import (
     BaseMachineStep,
+    Edge,
     InstanceNotFoundError,
     InstanceStatus,
     LocalEngine,
@@ -15,6 +20,7 @@ from workflow_core import (
     WorkflowDefinition,
     load_definition,
 )
+from workflow_core.local import _INLINE_STEPS  # pyright: ignore[reportPrivateUsage]
 
 
 class Flaky(BaseMachineStep):
@@ -132,3 +138,109 @@ async def test_a_wire_definition_runs_with_steps_registered_by_step_type() -> No
     state = without.get(failed.id)
     assert state.status is InstanceStatus.FAILED
     assert state.incidents[0].error is not None and state.incidents[0].error.type == "NoImplementation"
+
+
+class Count(BaseMachineStep):
+    name = "count"
+    step_type = "test.count"
+    ticks = 0
+    """Advanced by a coroutine beside the engine."""
+    seen: list[int] = []
+    """``ticks`` as each step saw it."""
+
+    async def execute(self, context: WorkflowContext) -> None:
+        Count.seen.append(Count.ticks)
+        context.set("count", int(context.get("count", 0)) + 1)
+
+
+def chain(length: int) -> dict[str, Any]:
+    steps = {f"s{i}": {"type": "machine", "step_type": "test.count"} for i in range(length)}
+    edges = [{"source": f"s{i}", "target": f"s{i + 1}"} for i in range(length - 1)]
+    return {"name": "chain", "version": "1.0.0", "steps": steps, "edges": edges}
+
+
+async def test_a_long_chain_of_steps_runs_to_the_end_and_lets_other_coroutines_run() -> None:
+    Count.ticks, Count.seen = 0, []
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        while not done.is_set():
+            Count.ticks += 1
+            await asyncio.sleep(0)
+
+    ticking = asyncio.create_task(ticker())
+    engine = LocalEngine(steps=[Count])
+    length = 3 * _INLINE_STEPS
+    instance = await engine.start(load_definition(chain(length)))
+    await engine.run_until_idle(timeout=5)
+    done.set()
+    await ticking
+    state = engine.get(instance.id)
+    assert state.status is InstanceStatus.COMPLETED
+    assert state.data["count"] == length
+    assert [r.node for r in state.history] == [f"s{i}" for i in range(length)]
+    # The steps run one after the other in one task, which yields to the event loop on its way.
+    assert len(set(Count.seen)) >= 3
+
+
+async def test_branches_forked_after_a_step_still_run_concurrently() -> None:
+    # "wait" can only finish once "free" ran: run one after the other, they would deadlock.
+    free = asyncio.Event()
+
+    class First(BaseMachineStep):
+        name = "first"
+
+        async def execute(self, context: WorkflowContext) -> None:
+            return None
+
+    class Wait(BaseMachineStep):
+        name = "wait"
+
+        async def execute(self, context: WorkflowContext) -> None:
+            await asyncio.wait_for(free.wait(), timeout=2)
+            context.set("waited", True)
+
+    class Free(BaseMachineStep):
+        name = "free"
+
+        async def execute(self, context: WorkflowContext) -> None:
+            free.set()
+
+    definition = WorkflowDefinition(
+        "fork",
+        "1.0.0",
+        steps={"first": First, "wait": Wait, "free": Free},
+        edges=[Edge("first", "wait"), Edge("first", "free")],
+    )
+    engine = LocalEngine()
+    instance = await engine.start(definition)
+    await engine.run_until_idle(timeout=5)
+    state = engine.get(instance.id)
+    assert state.status is InstanceStatus.COMPLETED
+    assert state.data["waited"] is True
+
+
+async def test_a_late_result_of_an_instance_no_longer_kept_is_dropped_quietly() -> None:
+    release = asyncio.Event()
+
+    class Blocked(BaseMachineStep):
+        name = "blocked"
+
+        async def execute(self, context: WorkflowContext) -> None:
+            await release.wait()
+
+    errors: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _, context: errors.append(context))
+    try:
+        engine = LocalEngine(keep_finished=0)
+        instance = await engine.start(WorkflowDefinition("b", "1.0.0", steps={"blocked": Blocked}))
+        await asyncio.sleep(0)
+        assert (await engine.cancel(instance.id)).status is InstanceStatus.CANCELLED
+        assert engine.instances() == []
+        release.set()
+        await engine.run_until_idle(timeout=5)
+        gc.collect()
+    finally:
+        loop.set_exception_handler(None)
+    assert errors == []

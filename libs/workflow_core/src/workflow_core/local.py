@@ -2,6 +2,9 @@
 
 For tests, notebooks and small apps: machine steps' ``execute`` runs in this process (as asyncio
 tasks), human tasks are kept in memory, timers are real (``loop.call_later``). Nothing is durable.
+A step's result is applied as soon as it returns, and when that dispatches exactly one next step, the
+same task runs it (a chain of steps costs one task, not one per step); parallel branches get a task
+each.
 
 ```python
 engine = LocalEngine()
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
+import os
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -77,15 +80,33 @@ class LocalTask:
     created_at: datetime
 
 
-class _Instance:
-    __slots__ = ("definition", "machine", "state")
+_INLINE_STEPS = 100
+"""A task that runs a chain of steps inline yields to the event loop after this many (fairness)."""
+_COMPLETED = InstanceStatus.COMPLETED  # Enum member reads cost ~0.25 µs on Python 3.11
+_CANCELLED = InstanceStatus.CANCELLED
 
-    def __init__(
-        self, definition: WorkflowDefinition, machine: WorkflowMachine, state: InstanceState
-    ) -> None:
+
+class _Loaded:
+    """A definition as this engine runs it: its machine and the code of its top-level steps."""
+
+    __slots__ = ("code", "definition", "machine")
+
+    def __init__(self, definition: WorkflowDefinition, machine: WorkflowMachine) -> None:
         self.definition = definition
         self.machine = machine
+        self.code: dict[str, Any] = {}
+        """Step object by node id, for top-level nodes (group members may be built per call)."""
+
+
+class _Instance:
+    __slots__ = ("loaded", "machine", "state", "task_ids")
+
+    def __init__(self, loaded: _Loaded, state: InstanceState) -> None:
+        self.loaded = loaded
+        self.machine = loaded.machine
         self.state = state
+        self.task_ids: set[str] = set()
+        """The instance's open tasks in ``LocalEngine._tasks``."""
 
 
 class LocalEngine:
@@ -112,7 +133,8 @@ class LocalEngine:
         self._machine_timers: dict[str, asyncio.TimerHandle] = {}
         self._other_timers: dict[str, asyncio.TimerHandle] = {}
         self._changed = asyncio.Event()
-        self._machines: dict[int, WorkflowMachine] = {}
+        self._idle_waiters = 0
+        self._loaded: dict[int, _Loaded] = {}
 
     # ------------------------------------------------------------------ public API
 
@@ -126,10 +148,12 @@ class LocalEngine:
         business_key: str | None = None,
     ) -> InstanceState:
         """Start an instance; machine steps begin running in the background."""
-        machine = self._machines.get(id(definition))
-        if machine is None or machine.graph is not definition.graph:
-            machine = self._machines[id(definition)] = WorkflowMachine.for_definition(definition)
-        instance_id = str(uuid.uuid4())
+        loaded = self._loaded.get(id(definition))
+        # _Loaded holds the definition, so its id is not reused while the entry lives.
+        if loaded is None or loaded.machine.graph is not definition.graph:
+            machine = WorkflowMachine.for_definition(definition)
+            loaded = self._loaded[id(definition)] = _Loaded(definition, machine)
+        instance_id = _uuid4()
         event = Started(
             at=_now(),
             instance_id=instance_id,
@@ -138,10 +162,10 @@ class LocalEngine:
             tenant_id=tenant_id,
             business_key=business_key,
         )
-        transition = machine.apply(None, event)
-        self._active[instance_id] = _Instance(definition, machine, transition.state)
-        self._carry_out(instance_id, transition.commands)
-        return self.get(instance_id)
+        transition = loaded.machine.apply(None, event)
+        instance = self._active[instance_id] = _Instance(loaded, transition.state)
+        self._carry_out(instance_id, instance, transition.commands)
+        return instance.state
 
     def get(self, instance_id: str) -> InstanceState:
         """The instance's current state (a snapshot).
@@ -163,7 +187,9 @@ class LocalEngine:
 
     def open_tasks(self, instance_id: str | None = None) -> list[LocalTask]:
         """Open human tasks, oldest first (of one instance, or of all)."""
-        return [t for t in self._tasks.values() if instance_id is None or t.instance_id == instance_id]
+        if instance_id is None:
+            return list(self._tasks.values())
+        return [t for t in self._tasks.values() if t.instance_id == instance_id]
 
     async def complete_task(
         self, task_id: str, *, data: Mapping[str, Any], user: str | None = None
@@ -177,25 +203,22 @@ class LocalEngine:
         task = self._tasks.get(task_id)
         if task is None:
             raise UnknownTaskError(task_id)
-        self._apply(task.instance_id, TaskCompleted(at=_now(), task_id=task_id, data=dict(data), user=user))
-        return self.get(task.instance_id)
+        event = TaskCompleted(at=_now(), task_id=task_id, data=dict(data), user=user)
+        return self._apply_and_get(task.instance_id, event)
 
     async def signal(
         self, instance_id: str, name: str, *, data: Mapping[str, Any] | None = None
     ) -> InstanceState:
         """Deliver a signal; steps waiting for ``name`` continue (or it is kept until one waits)."""
-        self._apply(instance_id, SignalReceived(at=_now(), name=name, data=dict(data or {})))
-        return self.get(instance_id)
+        return self._apply_and_get(instance_id, SignalReceived(at=_now(), name=name, data=dict(data or {})))
 
     async def cancel(self, instance_id: str, *, reason: str = "") -> InstanceState:
         """Cancel the instance: open tasks and timers are withdrawn, late results ignored."""
-        self._apply(instance_id, CancelRequested(at=_now(), reason=reason))
-        return self.get(instance_id)
+        return self._apply_and_get(instance_id, CancelRequested(at=_now(), reason=reason))
 
     async def retry(self, instance_id: str, *, data: Mapping[str, Any] | None = None) -> InstanceState:
         """Retry the instance's incidents, optionally merging ``data`` into its context first."""
-        self._apply(instance_id, RetryRequested(at=_now(), data=dict(data or {})))
-        return self.get(instance_id)
+        return self._apply_and_get(instance_id, RetryRequested(at=_now(), data=dict(data or {})))
 
     async def run_until_idle(self, *, timeout: float | None = None) -> None:
         """Wait until no machine step runs or waits for a retry: every instance is completed, failed,
@@ -203,7 +226,11 @@ class LocalEngine:
         async with asyncio.timeout(timeout):
             while self._jobs or self._machine_timers:
                 self._changed.clear()
-                await self._changed.wait()
+                self._idle_waiters += 1
+                try:
+                    await self._changed.wait()
+                finally:
+                    self._idle_waiters -= 1
 
     async def aclose(self) -> None:
         """Stop timers and running steps."""
@@ -219,37 +246,58 @@ class LocalEngine:
 
     # ------------------------------------------------------------------ machinery
 
-    def _apply(self, instance_id: str, event: Event) -> None:
+    def _apply_and_get(self, instance_id: str, event: Event) -> InstanceState:
+        """Apply ``event``; the instance's state after it (also when it ended and is not kept)."""
+        instance = self._active.get(instance_id)
+        self._apply(instance_id, event)
+        return instance.state if instance is not None else self.get(instance_id)
+
+    def _apply(self, instance_id: str, event: Event, *, inline: bool = False) -> DispatchJob | None:
+        """Apply ``event`` and carry out the commands. With ``inline``, the first job dispatched is
+        returned for the caller to run rather than started as a task."""
         instance = self._active.get(instance_id)
         if instance is None:
-            if instance_id in self._finished:
+            if inline or instance_id in self._finished:
                 # Late results and timers of finished instances are dropped, as in the orchestrator.
-                return
+                return None
             raise InstanceNotFoundError(instance_id)
         transition = instance.machine.apply(instance.state, event)
         if transition.ignored is not None:
-            return
-        instance.state = transition.state
-        self._carry_out(instance_id, transition.commands)
-        if instance.state.status in (InstanceStatus.COMPLETED, InstanceStatus.CANCELLED):
+            return None
+        state = instance.state = transition.state
+        job = self._carry_out(instance_id, instance, transition.commands, inline=inline)
+        self._settle(instance_id, state)
+        if self._idle_waiters:
+            self._changed.set()
+        return job
+
+    def _settle(self, instance_id: str, state: InstanceState) -> None:
+        """Move an instance that ended from the active ones to the finished window."""
+        if state.status is _COMPLETED or state.status is _CANCELLED:
             del self._active[instance_id]
             if self._keep_finished is None or self._keep_finished > 0:
-                self._finished[instance_id] = instance.state
+                self._finished[instance_id] = state
                 if self._keep_finished is not None and len(self._finished) > self._keep_finished:
                     self._finished.popitem(last=False)
-        self._changed.set()
 
-    def _carry_out(self, instance_id: str, commands: list[Command]) -> None:
-        loop = asyncio.get_running_loop()
+    def _carry_out(
+        self, instance_id: str, instance: _Instance, commands: list[Command], *, inline: bool = False
+    ) -> DispatchJob | None:
+        first: DispatchJob | None = None
         for command in commands:
             match command:
                 case DispatchJob():
-                    job = loop.create_task(self._run_job(instance_id, command))
+                    if inline and first is None:
+                        first = command
+                        continue
+                    job = asyncio.get_running_loop().create_task(self._run_job(instance_id, command))
                     self._jobs.add(job)
                     job.add_done_callback(self._job_done)
                 case StartTimer():
                     delay = max((command.due_at - _now()).total_seconds(), 0.0)
-                    handle = loop.call_later(delay, self._fire, instance_id, command.timer_id)
+                    handle = asyncio.get_running_loop().call_later(
+                        delay, self._fire, instance_id, command.timer_id
+                    )
                     machine_work = command.kind in (TimerKind.RETRY, TimerKind.DEADLINE)
                     (self._machine_timers if machine_work else self._other_timers)[command.timer_id] = handle
                 case CancelTimer():
@@ -258,6 +306,7 @@ class LocalEngine:
                         if handle is not None:
                             handle.cancel()
                 case CreateTask():
+                    instance.task_ids.add(command.task_id)
                     self._tasks[command.task_id] = LocalTask(
                         id=command.task_id,
                         instance_id=instance_id,
@@ -275,6 +324,7 @@ class LocalEngine:
                     )
                 case CancelTask():
                     self._tasks.pop(command.task_id, None)
+                    instance.task_ids.discard(command.task_id)
                 case EscalateTask():
                     task = self._tasks.get(command.task_id)
                     if task is not None:
@@ -284,66 +334,93 @@ class LocalEngine:
                         task.priority = command.priority if command.priority is not None else task.priority
                 case _:
                     pass
-        # Tasks completed through the engine leave the open list.
-        state = self.get(instance_id)
-        open_ids = {a.task_id for a in state.activations if a.task_id is not None}
-        for task_id in [t.id for t in self._tasks.values() if t.instance_id == instance_id]:
-            if task_id not in open_ids:
-                del self._tasks[task_id]
+        if instance.task_ids:
+            # Tasks completed through the engine leave the open list.
+            open_ids = {a.task_id for a in instance.state.activations if a.task_id is not None}
+            for task_id in instance.task_ids - open_ids:
+                self._tasks.pop(task_id, None)
+                instance.task_ids.discard(task_id)
+        return first
 
     def _job_done(self, job: asyncio.Task[None]) -> None:
         self._jobs.discard(job)
-        self._changed.set()
+        if self._idle_waiters:
+            self._changed.set()
 
     def _fire(self, instance_id: str, timer_id: str) -> None:
         self._machine_timers.pop(timer_id, None)
         self._other_timers.pop(timer_id, None)
         self._apply(instance_id, TimerFired(at=_now(), timer_id=timer_id))
-        self._changed.set()
+        if self._idle_waiters:
+            self._changed.set()
 
     async def _run_job(self, instance_id: str, job: DispatchJob) -> None:
-        instance = self._active.get(instance_id)
-        if instance is None:
-            return
-        step = instance.definition.step(job.step)
+        """Run ``job``, apply its result, and run the next job inline while there is exactly one
+        (or, when several are dispatched at once, the first; the others get tasks of their own)."""
+        ran = 0
+        next_job: DispatchJob | None = job
+        while next_job is not None:
+            job = next_job
+            if ran == _INLINE_STEPS:
+                ran = 0
+                await asyncio.sleep(0)
+            instance = self._active.get(instance_id)
+            if instance is None:
+                return
+            step = self._code(instance.loaded, job)
+            event: Event
+            if step is None:
+                error = StepError(
+                    type="NoImplementation", message=f"no code for step type {job.step_type}", retryable=False
+                )
+                event = StepFailed(at=_now(), job_id=job.job_id, attempt=job.attempt, error=error)
+            else:
+                context = _context(instance_id, instance.state, job)
+                try:
+                    await step.execute(context)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    event = StepFailed(
+                        at=_now(), job_id=job.job_id, attempt=job.attempt, error=error_of(step, exc)
+                    )
+                else:
+                    event = StepCompleted(
+                        at=_now(), job_id=job.job_id, attempt=job.attempt, output=context.output
+                    )
+            ran += 1
+            next_job = self._apply(instance_id, event, inline=True)
+
+    def _code(self, loaded: _Loaded, job: DispatchJob) -> Any:
+        """The step object that runs ``job``: the definition's own, else the one registered for its
+        step type (None when there is neither)."""
+        if job.step in loaded.code:
+            return loaded.code[job.step]
+        step = loaded.definition.step(job.step)
         if step is None or not has_code(step):
             step = self._implementations.get(job.step_type)
-        state = instance.state
-        context = WorkflowContext(
-            job.input,
-            metadata={
-                "instance_id": instance_id,
-                "definition": state.definition,
-                "version": state.version,
-                "step": job.step,
-                "step_type": job.step_type,
-                "job_id": job.job_id,
-                "attempt": job.attempt,
-            },
-            history=state.history,
-            user_id=state.user_id,
-            tenant_id=state.tenant_id,
-        )
-        event: Event
-        if step is None:
-            error = StepError(
-                type="NoImplementation", message=f"no code for step type {job.step_type}", retryable=False
-            )
-            event = StepFailed(at=_now(), job_id=job.job_id, attempt=job.attempt, error=error)
-        else:
-            try:
-                await step.execute(context)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                event = StepFailed(
-                    at=_now(), job_id=job.job_id, attempt=job.attempt, error=error_of(step, exc)
-                )
-            else:
-                event = StepCompleted(
-                    at=_now(), job_id=job.job_id, attempt=job.attempt, output=context.output
-                )
-        self._apply(instance_id, event)
+        if "/" not in job.step:
+            loaded.code[job.step] = step
+        return step
+
+
+def _context(instance_id: str, state: InstanceState, job: DispatchJob) -> WorkflowContext:
+    """What the step of ``job`` sees."""
+    return WorkflowContext(
+        job.input,
+        metadata={
+            "instance_id": instance_id,
+            "definition": state.definition,
+            "version": state.version,
+            "step": job.step,
+            "step_type": job.step_type,
+            "job_id": job.job_id,
+            "attempt": job.attempt,
+        },
+        history=state.history,
+        user_id=state.user_id,
+        tenant_id=state.tenant_id,
+    )
 
 
 def error_of(step: object, exc: BaseException) -> StepError:
@@ -357,3 +434,12 @@ def error_of(step: object, exc: BaseException) -> StepError:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
+
+
+def _uuid4() -> str:
+    """``str(uuid.uuid4())`` without building a ``UUID`` (a third of the cost)."""
+    x = os.urandom(16).hex()
+    return f"{x[:8]}-{x[8:12]}-4{x[13:16]}-{_VARIANT[x[16]]}{x[17:20]}-{x[20:32]}"
