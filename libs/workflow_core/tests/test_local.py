@@ -244,3 +244,16 @@ async def test_a_late_result_of_an_instance_no_longer_kept_is_dropped_quietly() 
     finally:
         loop.set_exception_handler(None)
     assert errors == []
+
+
+def test_context_data_is_a_deep_copy_of_what_it_was_given() -> None:
+    from datetime import date
+
+    from workflow_core.context import WorkflowContext
+
+    given = {"items": [{"tags": ["a"]}], "nested": {"deep": {"n": 1}}, "when": date(2026, 1, 1)}
+    context = WorkflowContext(given)
+    context.get("items")[0]["tags"].append("b")
+    context.get("nested")["deep"]["n"] = 2
+    assert given == {"items": [{"tags": ["a"]}], "nested": {"deep": {"n": 1}}, "when": date(2026, 1, 1)}
+    assert context.get("when") == date(2026, 1, 1)

@@ -34,7 +34,7 @@ class WorkflowContext:
         user_id: str | None = None,
         tenant_id: str | None = None,
     ) -> None:
-        self._data: dict[str, Any] = copy.deepcopy(dict(data or {}))
+        self._data: dict[str, Any] = _copy_data(data or {})
         self._changes: dict[str, Any] = {}
         self._metadata: Mapping[str, Any] = MappingProxyType(dict(metadata or {}))
         self.history: tuple[StepRecord, ...] = tuple(history)
@@ -81,3 +81,23 @@ class WorkflowContext:
     def attempt(self) -> int:
         """Which attempt of the step this is, from 1."""
         return int(self._metadata.get("attempt", 1))
+
+
+_ATOMS = (str, int, float, bool, type(None))
+
+
+def _copy_data(data: Mapping[str, Any], /) -> dict[str, Any]:
+    """A deep copy of context data: JSON-shaped values copied by hand (several times faster than
+    ``copy.deepcopy``, which this runs on every step), anything else by ``copy.deepcopy``."""
+    return {key: _copy_value(value) for key, value in data.items()}
+
+
+def _copy_value(value: Any, /) -> Any:
+    kind: type[Any] = type(value)  # pyright: ignore[reportUnknownVariableType]
+    if kind in _ATOMS:
+        return value
+    if kind is dict:
+        return {k: _copy_value(v) for k, v in value.items()}
+    if kind is list:
+        return [_copy_value(v) for v in value]
+    return copy.deepcopy(value)
