@@ -216,12 +216,13 @@ class RssSampler:
             if not points:
                 continue
             pids = self.pids[name]
-            best: tuple[int, int] = (0, 0)
+            best: tuple[int, int] = (0, 1)
+            best_span = -1.0
             start = 0
             for i in range(1, len(points) + 1):
                 if i == len(points) or pids[i] != pids[start]:
-                    if points[i - 1][0] - points[start][0] >= points[best[1] - 1][0] - points[best[0]][0]:
-                        best = (start, i)
+                    if (span := points[i - 1][0] - points[start][0]) > best_span:
+                        best, best_span = (start, i), span
                     start = i
             lifetime = points[best[0] : best[1]]
             span = lifetime[-1][0] - lifetime[0][0]
