@@ -70,11 +70,7 @@ async def inbox_benchmark(stack: Any, driver: Any, args: Any) -> list[dict[str, 
 
         async def lifecycle(ops: dict[str, list[float]] | None) -> bool:
             t0 = time.perf_counter()
-            response = await driver.http.post(
-                "/v1/instances", json={"definition": "bench_w4", "input": {}}, headers=driver.headers
-            )
-            response.raise_for_status()
-            instance_id = response.json()["id"]
+            instance_id = await driver.start("bench_w4")
             waiter = asyncio.get_running_loop().create_future()
             driver._waiters[instance_id] = waiter
             task_id = None

@@ -279,10 +279,9 @@ class SuiteDriver:
         else:
             self._done[instance_id] = (at, status)
 
-    async def one(self, definition: str) -> tuple[float, str]:
-        """Start an instance and wait for its end: (latency seconds, final status)."""
+    async def start(self, definition: str) -> str:
+        """``POST /v1/instances``; the new instance's id."""
         assert self.http is not None
-        started = time.perf_counter()
         async with self.http.post(
             "/v1/instances",
             data=msgspec.json.encode({"definition": definition, "input": {}}),
@@ -291,7 +290,13 @@ class SuiteDriver:
             body = await response.read()
             if response.status != 201:
                 raise RuntimeError(f"start: {response.status} {body[:200]!r}")
-        instance_id = msgspec.json.decode(body)["id"]
+        return str(msgspec.json.decode(body)["id"])
+
+    async def one(self, definition: str) -> tuple[float, str]:
+        """Start an instance and wait for its end: (latency seconds, final status)."""
+        assert self.http is not None
+        started = time.perf_counter()
+        instance_id = await self.start(definition)
         early = self._done.pop(instance_id, None)
         if early is not None:
             return early[0] - started, early[1]
