@@ -135,7 +135,11 @@ class PullConsumer:
                 raise
             except Exception:
                 logger.exception("consumer %s failed; retrying", self.durable)
-                subscription = None
+                if subscription is not None:
+                    # Its inbox subscription would otherwise stay on the connection, one per failure.
+                    with contextlib.suppress(Exception):
+                        await subscription.unsubscribe()
+                subscription = self._subscription = None
                 await asyncio.sleep(1.0)
 
 
