@@ -51,6 +51,7 @@ class TenantRegistry:
         self._clock = clock
         self._cache: dict[TenantId, tuple[TenantStatus, float]] = {}
         self._locks: dict[TenantId, asyncio.Lock] = {}
+        self._existing: set[str] = set()
         self._on_provisioned = on_provisioned
 
     async def ensure_active(self, tenant: TenantId, /) -> None:
@@ -58,6 +59,21 @@ class TenantRegistry:
         status = await self.status(tenant)
         if status != "active":
             raise ForbiddenError("tenant is suspended", code="tenant_suspended")
+
+    async def exists(self, tenant: str, /) -> bool:
+        """Whether the tenant is provisioned here, never provisioning it (messages must not create
+        tenants). A tenant once seen stays known: tenants are never deleted."""
+        if tenant in self._cache or tenant in self._existing:
+            return True
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(tenants_table.c.status).where(tenants_table.c.tenant_id == tenant)
+                )
+            ).first()
+        if row is not None:
+            self._existing.add(tenant)
+        return row is not None
 
     async def status(self, tenant: TenantId, /) -> TenantStatus:
         """The tenant's status, provisioning it first if it is new or behind on migrations."""

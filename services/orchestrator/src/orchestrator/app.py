@@ -30,7 +30,7 @@ from orchestrator.streams import ORCHESTRATOR_STREAMS
 from orchestrator.tables import SHARED_SCHEMA
 from wf_platform.auth import Caller
 from wf_platform.consumers import PullConsumer
-from wf_platform.db import TenantDatabase, tenants_table
+from wf_platform.db import TenantDatabase
 from wf_platform.migrations import migration_lock, upgrade
 from wf_platform.plugin import Platform, PlatformConfig, PlatformPlugin
 from wf_platform.tenancy import TenantId
@@ -68,21 +68,6 @@ class Orchestrator:
         )
         self.consumers: list[PullConsumer] = []
         self.timers: TimerLoop | None = None
-        self._known: set[str] = set()
-
-    async def known_tenant(self, tenant: str, /) -> bool:
-        """Whether the tenant exists here (messages never provision a tenant)."""
-        if tenant in self._known:
-            return True
-        async with self.platform.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(tenants_table.c.status).where(tenants_table.c.tenant_id == tenant)
-                )
-            ).first()
-        if row is not None:
-            self._known.add(tenant)
-        return row is not None
 
     def tenant_db(self, tenant: TenantId, /) -> TenantDatabase:
         """Units of work in a tenant's schema."""
@@ -106,12 +91,14 @@ class Orchestrator:
             results = ResultHandler(
                 self.runtime,
                 self.tenant_db,
-                self.known_tenant,
+                self.platform.tenants.exists,
                 self.metrics,
                 concurrency=concurrency,
                 max_context_bytes=self.settings.max_context_bytes,
             )
-            completions = TaskCompletionHandler(self.runtime, self.tenant_db, self.known_tenant, self.metrics)
+            completions = TaskCompletionHandler(
+                self.runtime, self.tenant_db, self.platform.tenants.exists, self.metrics
+            )
             handlers = {
                 RESULTS: (results, results.handle_batch),
                 TASK_COMPLETIONS: (completions, None),

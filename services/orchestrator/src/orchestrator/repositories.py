@@ -300,12 +300,11 @@ class InstanceRepository:
         ).first()
         return _row(row) if row is not None else None
 
-    async def get(self, instance_id: str, /, *, lock: bool = False) -> InstanceRow | None:
-        """The instance (``lock``: ``FOR UPDATE``, held until the transaction ends)."""
-        statement = sa.select(*_INSTANCE_COLUMNS).where(instances.c.id == instance_id)
-        if lock:
-            statement = statement.with_for_update()
-        row = (await self.conn.execute(statement)).first()
+    async def get(self, instance_id: str, /) -> InstanceRow | None:
+        """The instance (not locked: :meth:`lock` is for changing it)."""
+        row = (
+            await self.conn.execute(sa.select(*_INSTANCE_COLUMNS).where(instances.c.id == instance_id))
+        ).first()
         return _row(row) if row is not None else None
 
     async def lock(self, instance_ids: Sequence[str], /) -> dict[str, InstanceRow]:

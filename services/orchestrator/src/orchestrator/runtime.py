@@ -29,7 +29,7 @@ from orchestrator.repositories import InstanceRepository, InstanceRow, Writes
 from orchestrator.starts import PendingStart, StartBatcher
 from wf_platform.db import UnitOfWork
 from wf_platform.telemetry import extract_context, tracer
-from workflow_core import InstanceState, InstanceStatus, WorkflowDefinition, WorkflowMachine
+from workflow_core import InstanceState, WorkflowDefinition, WorkflowMachine
 from workflow_core.engine import Transition
 from workflow_core.messages import (
     DefinitionRef,
@@ -109,7 +109,7 @@ class Runtime:
             ordering_key=state.instance_id,
         )
         self.metrics.instances.labels(event="started").inc()
-        await self.carry_out(uow, writes, state, start.commands, previous=None)
+        await self.carry_out(uow, writes, state, start.commands)
 
     async def machine(
         self, repo: InstanceRepository, tenant: str, name: str, version: str, /
@@ -158,8 +158,6 @@ class Runtime:
         state: InstanceState,
         commands: list[Command],
         /,
-        *,
-        previous: InstanceStatus | None,
     ) -> None:
         """Turn the engine's commands into rows and outbox messages of this transaction."""
         tenant = uow.tenant
@@ -250,7 +248,6 @@ class Runtime:
                     await self._lifecycle(uow, state, "failed", ref, reason=command.reason)
                 case CancelInstance():
                     await self._lifecycle(uow, state, "cancelled", ref, reason=command.reason)
-        del previous
 
     async def _dispatch(
         self,
@@ -408,7 +405,7 @@ class Batch:
             self._rows[instance_id] = dataclasses.replace(row, state=state, revision=row.revision + 1)
             self.writes.update(state, locked_revision=row.revision, revision=row.revision + 1)
             self._record_attempts(len(row.state.history), state)
-            await runtime.carry_out(uow, self.writes, state, transition.commands, previous=row.state.status)
+            await runtime.carry_out(uow, self.writes, state, transition.commands)
             span.set_attribute("wf.status", state.status.value)
         return Applied(transition, row)
 

@@ -275,11 +275,9 @@ class InstanceService:
                 return existing
         tenant = self.caller.tenant
         resolved = await self.registry.resolve(tenant, request.definition, request.version, token=token)
-        cached = self.cache.get(tenant, resolved.name, resolved.version) or self.cache.put(
+        _, machine = self.cache.get(tenant, resolved.name, resolved.version) or self.cache.put(
             tenant, resolved.wire
         )
-        definition, machine = cached
-        del definition
         instance_id = str(uuid.uuid4())
         now = datetime.now(UTC)
         with tracer().start_as_current_span(
