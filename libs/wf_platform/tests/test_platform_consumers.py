@@ -1,4 +1,4 @@
-"""PullConsumer's recovery: a failed fetch releases its subscription before binding again."""
+"""PullConsumer's recovery: a failed pull releases its subscription before binding again."""
 
 from __future__ import annotations
 
@@ -13,17 +13,22 @@ class _Subscription:
         self.fail = fail
         self.unsubscribed = False
 
-    async def fetch(self, batch: int, timeout: float) -> list[Any]:
+    async def next_batch(self, max_messages: int, /, *, timeout: float) -> list[Any]:
         if self.fail:
             raise RuntimeError("connection lost")
         await asyncio.sleep(0.01)
         return []
 
-    async def unsubscribe(self) -> None:
+    async def close(self) -> None:
         self.unsubscribed = True
 
 
-async def test_a_failed_fetch_unsubscribes_before_binding_again(monkeypatch: Any) -> None:
+class _FakeClient:
+    def jetstream(self) -> object:
+        return object()
+
+
+async def test_a_failed_pull_unsubscribes_before_binding_again(monkeypatch: Any) -> None:
     import wf_platform.consumers as consumers
 
     real_sleep = asyncio.sleep
@@ -42,7 +47,7 @@ async def test_a_failed_fetch_unsubscribes_before_binding_again(monkeypatch: Any
         return None
 
     consumer = PullConsumer(
-        object(),  # type: ignore[arg-type]
+        _FakeClient(),  # type: ignore[arg-type]
         stream="S",
         durable="d",
         filter_subjects=["s.>"],

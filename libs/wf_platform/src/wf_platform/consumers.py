@@ -1,10 +1,11 @@
 """Durable JetStream pull consumers that apply messages in database transactions.
 
 :class:`PullConsumer` binds a durable pull consumer (creating it, or updating an existing one to
-the given settings), fetches batches, and hands each message to a handler, a bounded number at a
-time. :func:`settle` acks a message only after its handler's transaction committed and naks it
-with a delay when the handler failed, so it comes back. Handlers ack, drop and count what can never
-apply themselves (an undecodable body is ``term``\\ed).
+the given settings), pulls continuously (:class:`wf_worker.pull.PullStream`: a message is handled as
+soon as it arrives, never held back waiting for a batch to fill), and hands each message to a
+handler, a bounded number at a time. :func:`settle` acks a message only after its handler's
+transaction committed and naks it with a delay when the handler failed, so it comes back. Handlers
+ack, drop and count what can never apply themselves (an undecodable body is ``term``\\ed).
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeoutError
-from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from wf_worker.pull import PullStream
 
 __all__ = ["PullConsumer", "settle"]
 
@@ -26,7 +28,7 @@ logger = logging.getLogger("wf_platform.consumers")
 
 
 class PullConsumer:
-    """A durable pull consumer that fetches batches and hands each message to ``handle``.
+    """A durable pull consumer that hands each message to ``handle``, in batches of what has arrived.
 
     Messages of one batch are handled concurrently (at most ``concurrency`` at once; the database
     pool is the real limit). Handlers must not rely on the order within a batch. With
@@ -36,7 +38,7 @@ class PullConsumer:
 
     def __init__(
         self,
-        js: JetStreamContext,
+        nc: NatsClient,
         /,
         *,
         stream: str,
@@ -48,7 +50,8 @@ class PullConsumer:
         ack_wait: float,
         concurrency: int = 8,
     ) -> None:
-        self.js = js
+        self.nc = nc
+        self.js = nc.jetstream()  # pyright: ignore[reportUnknownMemberType]
         self.stream = stream
         self.durable = durable
         self.filter_subjects = list(filter_subjects)
@@ -59,7 +62,7 @@ class PullConsumer:
         self.concurrency = concurrency
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
-        self._subscription: Any = None
+        self._subscription: PullStream | None = None
 
     def config(self) -> ConsumerConfig:
         """The consumer's settings: explicit acks, unlimited redelivery, the ack wait given."""
@@ -78,16 +81,14 @@ class PullConsumer:
             **filters,
         )
 
-    async def subscribe(self) -> Any:
-        """Create the consumer, or update an existing one to these settings, and bind to it.
+    async def subscribe(self) -> PullStream:
+        """Create the consumer, or update an existing one to these settings, and start pulling.
 
         Updating in place means a changed setting (the ack wait, say) takes effect without an
         operator deleting the consumer.
         """
         await self.js.add_consumer(self.stream, self.config())  # pyright: ignore[reportUnknownMemberType]
-        return await self.js.pull_subscribe_bind(  # pyright: ignore[reportUnknownMemberType]
-            durable=self.durable, stream=self.stream
-        )
+        return await PullStream(self.nc, stream=self.stream, durable=self.durable, batch=self.batch).start()
 
     def start(self) -> None:
         """Run :meth:`run` in the background."""
@@ -104,7 +105,7 @@ class PullConsumer:
             # Fetched but unhandled messages come back after the ack wait; unsubscribing now keeps
             # the connection's drain from waiting on them.
             with contextlib.suppress(Exception):
-                await self._subscription.unsubscribe()
+                await self._subscription.close()
             self._subscription = None
 
     async def _handle_batch(self, messages: list[Msg]) -> None:
@@ -120,17 +121,15 @@ class PullConsumer:
         await asyncio.gather(*(limited(m) for m in messages))
 
     async def run(self) -> None:
-        """Fetch and handle until stopped; re-binds and retries after errors."""
-        subscription: Any = None
+        """Pull and handle until stopped; re-binds and retries after errors."""
+        subscription: PullStream | None = None
         while not self._stopping.is_set():
             try:
                 if subscription is None:
                     subscription = self._subscription = await self.subscribe()
-                try:
-                    messages: list[Msg] = await subscription.fetch(self.batch, timeout=1.0)
-                except (TimeoutError, NatsTimeoutError):
-                    continue
-                await self._handle_batch(messages)
+                messages = await subscription.next_batch(self.batch, timeout=1.0)
+                if messages:
+                    await self._handle_batch(messages)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -138,7 +137,7 @@ class PullConsumer:
                 if subscription is not None:
                     # Its inbox subscription would otherwise stay on the connection, one per failure.
                     with contextlib.suppress(Exception):
-                        await subscription.unsubscribe()
+                        await subscription.close()
                 subscription = self._subscription = None
                 await asyncio.sleep(1.0)
 

@@ -85,8 +85,8 @@ class Orchestrator:
         )
         if not self.settings.run_background:
             return
-        js = self.platform.js
-        if js is not None:
+        nc = self.platform.nats
+        if nc is not None and self.platform.js is not None:
             concurrency = max(1, min(self.settings.consumer_concurrency, self.settings.db_pool_size - 2))
             results = ResultHandler(
                 self.runtime,
@@ -105,7 +105,7 @@ class Orchestrator:
             }
             for (stream, durable, subject), (handler, batch_handler) in handlers.items():
                 consumer = PullConsumer(
-                    js,
+                    nc,
                     stream=stream,
                     durable=durable,
                     filter_subjects=[subject],

@@ -28,8 +28,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
+from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
 
 from task_inbox.metrics import InboxMetrics
 from task_inbox.services import Outcome, TaskIntake
@@ -151,7 +151,7 @@ class TaskMessageHandler:
 
 
 def consumer_for(
-    js: JetStreamContext,
+    nc: NatsClient,
     handler: TaskMessageHandler,
     /,
     *,
@@ -162,7 +162,7 @@ def consumer_for(
 ) -> PullConsumer:
     """The inbox's consumer on ``WF_TASKS``."""
     return PullConsumer(
-        js,
+        nc,
         stream=TASKS_STREAM,
         durable=durable,
         filter_subjects=task_filter_subjects(tenant),

@@ -59,14 +59,14 @@ class Inbox:
     async def start(self) -> None:
         """Start consuming task messages (after the platform connected NATS)."""
         self._http = httpx.AsyncClient(base_url=self.settings.orchestrator_url, timeout=3.0)
-        js = self.platform.js
-        if js is None:
+        nc = self.platform.nats
+        if nc is None or self.platform.js is None:
             return
         handler = TaskMessageHandler(
             tenant_db=self.platform.tenant_db, provision=self.platform.tenants.status, metrics=self.metrics
         )
         self.consumer = consumer_for(
-            js,
+            nc,
             handler,
             durable=self.settings.consumer_durable,
             tenant=self.settings.consumer_tenant,
