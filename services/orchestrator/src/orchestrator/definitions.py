@@ -10,8 +10,10 @@ restart) reads the stored copy and never needs the registry.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
+from functools import partial
 from typing import Any
 from urllib.parse import quote
 
@@ -51,6 +53,9 @@ class RegistryClient:
     a start then costs no HTTP round trip, and a version published or deprecated meanwhile is seen
     by starts within ``cache_seconds`` (0 asks the registry every time). Only successful answers
     are kept; the caller's own permission is checked by the orchestrator's route either way.
+    Concurrent misses of one key share one request: when an entry expires under load, every start
+    arriving meanwhile waited on its own registry call (measured: ~10 % of the orchestrator's CPU
+    on W2 with 64 clients).
     """
 
     def __init__(
@@ -69,6 +74,7 @@ class RegistryClient:
         self._resolved: OrderedDict[tuple[str, str, str | None], tuple[float, ResolvedDefinition]] = (
             OrderedDict()
         )
+        self._in_flight: dict[tuple[str, str, str | None], asyncio.Future[ResolvedDefinition]] = {}
 
     async def resolve(
         self, tenant: str, name: str, version: str | None, /, *, token: str
@@ -79,13 +85,26 @@ class RegistryClient:
         hit = self._resolved.get(key)
         if hit is not None and now - hit[0] < self._cache_seconds:
             return hit[1]
-        resolved = await self.fetch(name, version, token=token)
-        if self._cache_seconds > 0:
-            self._resolved[key] = (now, resolved)
-            self._resolved.move_to_end(key)
-            while len(self._resolved) > self._cache_size:
-                self._resolved.popitem(last=False)
-        return resolved
+        if self._cache_seconds <= 0:
+            return await self.fetch(name, version, token=token)
+        task = self._in_flight.get(key)
+        if task is None:
+            # A task of its own, shielded: a caller that goes away does not cancel the others' answer.
+            task = asyncio.ensure_future(self.fetch(name, version, token=token))
+            self._in_flight[key] = task
+            task.add_done_callback(partial(self._fetched, key, now))
+        return await asyncio.shield(task)
+
+    def _fetched(
+        self, key: tuple[str, str, str | None], asked_at: float, task: asyncio.Future[ResolvedDefinition], /
+    ) -> None:
+        del self._in_flight[key]
+        if task.cancelled() or task.exception() is not None:
+            return  # errors are not kept: the next start asks again
+        self._resolved[key] = (asked_at, task.result())
+        self._resolved.move_to_end(key)
+        while len(self._resolved) > self._cache_size:
+            self._resolved.popitem(last=False)
 
     async def aclose(self) -> None:
         """Close the connection pool."""
