@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanKind
 
-from wf_platform.telemetry import extract_context, inject_trace_headers
+from wf_platform.telemetry import add_span_processor, extract_context, inject_trace_headers
 from wf_platform.testing import free_port, serve
 from workflow_core.messages import JobMessage, JobResult
 
@@ -74,7 +74,7 @@ async def test_every_span_of_an_instance_shares_its_trace_id(suite: Suite) -> No
         exporter = OTLPSpanExporter(endpoint=f"http://127.0.0.1:{port}/v1/traces")
         # A batch processor exports from its own thread: the receiver runs on this event loop.
         processor = BatchSpanProcessor(exporter, schedule_delay_millis=100)
-        provider.add_span_processor(processor)
+        add_span_processor(processor)
         try:
             tracer = trace.get_tracer("test-worker")
 

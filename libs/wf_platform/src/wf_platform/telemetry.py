@@ -1,9 +1,11 @@
 """Tracing: the TracerProvider, W3C ``traceparent`` in NATS headers, and span helpers.
 
 The provider exports with OTLP/HTTP; the exporter reads the standard ``OTEL_EXPORTER_OTLP_*``
-variables, ``OTEL_TRACES_EXPORTER=none`` switches export off (spans still exist, so trace ids still
-flow through logs and messages). The provider is installed as the global one once per process; later
-calls (several apps in one test process) reuse it.
+variables, ``OTEL_TRACES_SAMPLER`` picks the sampler. ``OTEL_TRACES_EXPORTER=none`` switches export
+off: spans are then not recorded until something exports them (:func:`add_span_processor`), but
+they still get ids, so trace ids still flow through logs and messages. Recording spans that nobody
+exports cost ~15 % of the orchestrator's CPU. The provider is installed as the global one once per
+process; later calls (several apps in one test process) reuse it.
 """
 
 from __future__ import annotations
@@ -16,14 +18,16 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, DEFAULT_ON, Sampler, SamplingResult
 from opentelemetry.trace import Span, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from wf_platform.settings import TelemetrySettings
 
 __all__ = [
+    "add_span_processor",
     "consumer_span",
     "current_trace_id",
     "extract_context",
@@ -39,13 +43,31 @@ _propagator = TraceContextTextMapPropagator()
 _installed: TracerProvider | None = None
 
 
+class _RecordOnceExported(Sampler):
+    """Drops every span (ids are still made) until :func:`add_span_processor` gives them a reader."""
+
+    def __init__(self) -> None:
+        self.delegate: Sampler = ALWAYS_OFF
+
+    def should_sample(self, *args: Any, **kwargs: Any) -> SamplingResult:
+        return self.delegate.should_sample(*args, **kwargs)
+
+    def get_description(self) -> str:
+        return f"RecordOnceExported({self.delegate.get_description()})"
+
+
 def install_tracer_provider(settings: TelemetrySettings, /) -> TracerProvider:
     """Create the process's TracerProvider (once) with the configured exporter and make it global."""
     global _installed  # noqa: PLW0603 - one provider per process is the OpenTelemetry model
     if _installed is not None:
         return _installed
-    provider = TracerProvider(resource=Resource.create({"service.name": settings.service_name}))
     exporter_name = settings.traces_exporter.lower()
+    exporting = exporter_name in {"otlp", "console"}
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": settings.service_name}),
+        # None: the SDK's default (parent-based, always on) or OTEL_TRACES_SAMPLER
+        sampler=None if exporting else _RecordOnceExported(),
+    )
     if exporter_name == "otlp":
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
@@ -62,6 +84,18 @@ def install_tracer_provider(settings: TelemetrySettings, /) -> TracerProvider:
     trace.set_tracer_provider(provider)
     _installed = provider
     return provider
+
+
+def add_span_processor(processor: SpanProcessor, /) -> None:
+    """Export spans through ``processor`` too (tests: an in-memory or local exporter); when the
+    process was not exporting, spans are recorded from now on."""
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        raise RuntimeError("install_tracer_provider has not run in this process")
+    provider.add_span_processor(processor)
+    sampler = provider.sampler
+    if isinstance(sampler, _RecordOnceExported):
+        sampler.delegate = DEFAULT_ON
 
 
 def tracer() -> trace.Tracer:
