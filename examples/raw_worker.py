@@ -33,7 +33,7 @@ async def main(step_type: str, url: str = "nats://127.0.0.1:4222", tenant: str =
     while stop is None or not stop.is_set():
         try:
             messages = await sub.fetch(10, timeout=1)
-        except nats.errors.TimeoutError:
+        except (nats.errors.TimeoutError, TimeoutError):  # nats-py raises either when none came
             continue
         for msg in messages:
             job = json.loads(msg.data)
