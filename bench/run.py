@@ -207,7 +207,9 @@ def finish_profile(profiler: tuple[subprocess.Popen[bytes], Path] | None) -> dic
 # ---------------------------------------------------------------------------- targets and output
 
 
-def evaluate(results: list[dict[str, Any]], memory: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def evaluate(
+    results: list[dict[str, Any]], memory: list[dict[str, Any]], tenants: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
     """The issue's targets, each met or missed with the number."""
     by = {(r["system"], r["shape"], r["phase"]): r for r in results}
     checks: list[dict[str, Any]] = []
@@ -259,6 +261,10 @@ def evaluate(results: list[dict[str, Any]], memory: list[dict[str, Any]]) -> lis
             check("LocalEngine W1 memory bounded (keep_finished)", entry["rss_growth_mb"],
                   entry["instances_in_memory"] <= 1000 and entry["rss_growth_mb"] < 50,
                   f"{entry['instances_in_memory']} instances held after {entry['completed']} completed")  # fmt: skip
+    if tenants:
+        from bench.tenants import evaluate as evaluate_tenants
+
+        checks.extend(evaluate_tenants(tenants))
     return checks
 
 
@@ -310,6 +316,10 @@ def markdown(report: dict[str, Any], name: str) -> str:
             f"{item['rss_mb'][-1][1]} MB, {item['instances_in_memory']:,} instances held after "
             f"{item['completed']:,} completed."
         )
+    if report.get("tenants"):
+        from bench.tenants import markdown as tenants_markdown
+
+        lines += ["", tenants_markdown(report["tenants"])]
     lines += ["", "![throughput and latency](results/latest.png)", ""]
     return "\n".join(lines)
 
@@ -362,6 +372,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--open-tasks", type=int, default=100_000, help="W4: open tasks in the tenant")
     parser.add_argument(
+        "--tenants", type=int, default=1000, help="suite: memory and connections with N tenants (0: skip)"
+    )
+    parser.add_argument(
         "--profile", metavar="DIR", help="py-spy record the orchestrator during each max phase"
     )
     parser.add_argument("--results-dir", default=str(BENCH / "results"))
@@ -375,6 +388,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     if args.quick:
         args.duration, args.warmup, args.half_duration = 3.0, 1.0, 3.0
         args.memory_seconds, args.open_tasks = 3.0, min(args.open_tasks, 2_000)
+        args.tenants = min(args.tenants, 20)
         # Few clients: at the suite's current rate, latency with many would exceed the short window.
         args.clients = min(args.clients, 8)
     return args
@@ -397,10 +411,16 @@ def main(argv: list[str] | None = None) -> int:
     }
     results: list[dict[str, Any]] = report["results"]
     common = ["--duration", str(args.duration), "--warmup", str(args.warmup), "--clients", str(args.clients)]
-    if "suite" in systems:
+    if "suite" in systems and shapes:
         suite_results, info = suite_benchmark(args, shapes)
         results.extend(suite_results)
         report["suite"] = info
+    if "suite" in systems and args.tenants > 0:
+        from bench.tenants import tenants_benchmark
+
+        report["tenants"] = tenants_benchmark(
+            tenants=args.tenants, pythonpath=args.service_pythonpath, log=log
+        )
     if "local" in systems and machine_shapes:
         data = run_json([sys.executable, "-m", "bench.local_engine", "--shapes", machine_shapes, *common,
                          "--memory-seconds", str(args.memory_seconds)], timeout=900)  # fmt: skip
@@ -423,35 +443,42 @@ def main(argv: list[str] | None = None) -> int:
             data = run_json([str(python), "-m", "bench.temporal_bench", "--storage", storage, "--shapes", machine_shapes,
                              "--workers", str(args.workers), *common, *tuning], timeout=1800)  # fmt: skip
             results.extend(data["results"])
-    report["targets"] = evaluate(results, report["memory"])
+    report["targets"] = evaluate(results, report["memory"], report.get("tenants"))
     report["elapsed_s"] = round(time.time() - started, 1)
     report["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     out_dir = Path(args.results_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now().strftime("%Y-%m-%d-%H%M")
-    name = f"{stamp}-{'-'.join(shapes)}{'-quick' if args.quick else ''}.json"
+    parts = [*shapes, *(["tenants"] if report.get("tenants") else [])]
+    name = f"{stamp}-{'-'.join(parts)}{'-quick' if args.quick else ''}.json"
     (out_dir / name).write_text(json.dumps(report, indent=1))
     try:
         from bench.chart import render
 
-        render(
-            results,
-            out_dir / "latest.png",
-            title=f"{name} on {report['machine']['cpu_model']} ({report['machine']['cores']} cores), load avg {report['machine']['loadavg']}",
-        )
+        if results:  # a tenants-only run keeps the last chart and README section
+            render(
+                results,
+                out_dir / "latest.png",
+                title=f"{name} on {report['machine']['cpu_model']} ({report['machine']['cores']} cores), load avg {report['machine']['loadavg']}",
+            )
     except ImportError:
         report["notes"].append("matplotlib missing: no chart (run with --with matplotlib)")
-    if not args.quick and not args.no_readme and args.results_dir == str(BENCH / "results"):
+    if results and not args.quick and not args.no_readme and args.results_dir == str(BENCH / "results"):
         try:
             update_readme(report, name)
         except Exception as exc:  # the JSON is written; the README can be redone from it
             print(f"README not updated: {exc!r}")
-    print()
-    print(table(results))
+    if results:
+        print()
+        print(table(results))
     print()
     for item in report["memory"]:
         print(f"memory {item['system']} W1 {item['seconds']:.0f}s: RSS {item['rss_mb'][0][1]} -> {item['rss_mb'][-1][1]} MB, "
               f"{item['instances_in_memory']} instances held after {item['completed']} completed")  # fmt: skip
+    if report.get("tenants"):
+        from bench.tenants import markdown as tenants_markdown
+
+        print(tenants_markdown(report["tenants"]))
     print()
     for target in report["targets"]:
         mark = {True: "MET   ", False: "MISSED", None: "?     "}[target["met"]]
