@@ -169,7 +169,8 @@ class UnitOfWork:
     """One tenant transaction: the connection (tenant tables mapped) and the outbox.
 
     Outbox rows are collected while the transaction runs and written by :meth:`flush` with one
-    statement just before the commit (one round trip however many messages a transition causes).
+    statement just before the commit (one round trip however many messages a transition causes),
+    unless the caller took them (:meth:`take_outbox`) to write them in a statement of its own.
 
     Attributes:
         conn: the connection; tenant tables resolve to the tenant's schema.
@@ -215,6 +216,12 @@ class UnitOfWork:
             }
         )
         self.outbox_rows += 1
+
+    def take_outbox(self) -> list[dict[str, Any]]:
+        """The queued outbox rows, which the caller now writes in this transaction (columns of
+        ``wf.outbox``: tenant_id, subject, payload, headers, msg_id, ordering_key; in order)."""
+        queued, self._queued = self._queued, []
+        return queued
 
     async def flush(self) -> None:
         """Write the queued outbox rows, in the order they were published (ids ascend with it)."""

@@ -7,7 +7,8 @@ change it belongs to commit together.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -18,6 +19,7 @@ from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from orchestrator.tables import definitions, instances, step_attempts, timers
+from wf_platform.db import TENANT_SCHEMA, outbox_table
 from workflow_core import InstanceState
 
 __all__ = ["AttemptRow", "DueTimer", "InstanceRepository", "InstanceRow", "TimerRepository", "Writes"]
@@ -125,25 +127,86 @@ _INSERT_INSTANCES = (
     .on_conflict_do_nothing(index_elements=[instances.c.idempotency_key])
     .returning(instances.c.id)
 )
-_INSERT_ATTEMPTS = pg.insert(step_attempts).on_conflict_do_nothing()
-# Disarm and arm in one round trip (a result usually does both: its attempt's deadline goes, the
-# next attempt's comes). Rows as arrays, so one prepared statement serves any number of timers;
-# arming an armed timer sets its new due time. The names are our own table's, not input.
-_REPLACE_TIMERS = sa.text(
-    f"""
-    WITH disarmed AS (
-        DELETE FROM {timers.schema}.{timers.name} WHERE timer_id = ANY(CAST(:deleted AS uuid[]))
+_encode_json = msgspec.json.Encoder().encode
+
+
+def _json_text(value: Any, /) -> str | None:
+    """JSON for a ``jsonb[]`` element (asyncpg's jsonb codec takes text, not objects)."""
+    return None if value is None else _encode_json(value).decode()
+
+
+@functools.cache
+def _write_statement(schema: str, /) -> sa.TextClause:
+    """Everything a transaction writes, as one statement (one round trip): the instances' new
+    states, the attempts dispatched and finished, the timers disarmed and armed, the outbox rows.
+
+    Rows go as arrays (``unnest``), so one prepared statement serves any number of them; the
+    data-modifying CTEs all run whatever the final SELECT reads. An instance is updated only at
+    the revision it was locked at. A timer is never both disarmed and armed here (``Writes``
+    cancels the two out), nor an attempt both added and finished. Outbox ids ascend in the order
+    the messages were published (``WITH ORDINALITY ... ORDER BY``). ``schema`` is a tenant schema
+    name (validated, and quoted here); the timers and the outbox are in the shared schemas.
+    """
+    tenant = '"' + schema.replace('"', '""') + '"'
+    return sa.text(
+        f"""
+        WITH updated AS (
+            UPDATE {tenant}.{instances.name} AS i
+            SET status = v.status, state = v.state, revision = v.revision,
+                updated_at = v.updated_at, ended_at = v.ended_at
+            FROM unnest(
+                CAST(:i_id AS uuid[]), CAST(:i_locked AS integer[]), CAST(:i_status AS text[]),
+                CAST(:i_state AS jsonb[]), CAST(:i_revision AS integer[]),
+                CAST(:i_updated AS timestamptz[]), CAST(:i_ended AS timestamptz[])
+            ) AS v(id, locked, status, state, revision, updated_at, ended_at)
+            WHERE i.id = v.id AND i.revision = v.locked
+            RETURNING 1
+        ), added AS (
+            INSERT INTO {tenant}.{step_attempts.name} (job_id, attempt, instance_id, step, step_type,
+                status, dispatched_at, deadline, finished_at, worker, error)
+            SELECT * FROM unnest(
+                CAST(:a_job AS uuid[]), CAST(:a_attempt AS integer[]), CAST(:a_instance AS uuid[]),
+                CAST(:a_step AS text[]), CAST(:a_type AS text[]), CAST(:a_status AS text[]),
+                CAST(:a_at AS timestamptz[]), CAST(:a_deadline AS timestamptz[]),
+                CAST(:a_finished AS timestamptz[]), CAST(:a_worker AS text[]), CAST(:a_error AS jsonb[])
+            )
+            ON CONFLICT DO NOTHING
+            RETURNING 1
+        ), finished AS (
+            UPDATE {tenant}.{step_attempts.name} AS a
+            SET status = v.status, finished_at = v.finished_at, worker = v.worker, error = v.error
+            FROM unnest(
+                CAST(:f_job AS uuid[]), CAST(:f_attempt AS integer[]), CAST(:f_status AS text[]),
+                CAST(:f_at AS timestamptz[]), CAST(:f_worker AS text[]), CAST(:f_error AS jsonb[])
+            ) AS v(job_id, attempt, status, finished_at, worker, error)
+            WHERE a.job_id = v.job_id AND a.attempt = v.attempt
+            RETURNING 1
+        ), disarmed AS (
+            DELETE FROM {timers.schema}.{timers.name} WHERE timer_id = ANY(CAST(:t_deleted AS uuid[]))
+            RETURNING 1
+        ), armed AS (
+            INSERT INTO {timers.schema}.{timers.name} (timer_id, tenant_id, instance_id, kind, due_at)
+            SELECT * FROM unnest(
+                CAST(:t_id AS uuid[]), CAST(:t_tenant AS text[]), CAST(:t_instance AS uuid[]),
+                CAST(:t_kind AS text[]), CAST(:t_due AS timestamptz[])
+            )
+            ON CONFLICT (timer_id) DO UPDATE
+                SET tenant_id = excluded.tenant_id, instance_id = excluded.instance_id,
+                    kind = excluded.kind, due_at = excluded.due_at
+            RETURNING 1
+        ), published AS (
+            INSERT INTO {outbox_table.schema}.{outbox_table.name} (tenant_id, subject, payload, headers,
+                msg_id, ordering_key)
+            SELECT tenant_id, subject, payload, headers, msg_id, ordering_key FROM unnest(
+                CAST(:o_tenant AS text[]), CAST(:o_subject AS text[]), CAST(:o_payload AS bytea[]),
+                CAST(:o_headers AS jsonb[]), CAST(:o_msg_id AS text[]), CAST(:o_key AS text[])
+            ) WITH ORDINALITY AS o(tenant_id, subject, payload, headers, msg_id, ordering_key, n)
+            ORDER BY n
+            RETURNING 1
+        )
+        SELECT (SELECT count(*) FROM updated) AS updated
+        """  # noqa: S608 - our own table names and a validated schema name, never input
     )
-    INSERT INTO {timers.schema}.{timers.name} (timer_id, tenant_id, instance_id, kind, due_at)
-    SELECT * FROM unnest(
-        CAST(:timer_ids AS uuid[]), CAST(:tenants AS text[]), CAST(:instances AS uuid[]),
-        CAST(:kinds AS text[]), CAST(:due AS timestamptz[])
-    )
-    ON CONFLICT (timer_id) DO UPDATE
-        SET tenant_id = excluded.tenant_id, instance_id = excluded.instance_id,
-            kind = excluded.kind, due_at = excluded.due_at
-    """  # noqa: S608
-)
 
 
 @dataclass(slots=True)
@@ -233,37 +296,20 @@ class Writes:
             self.timers_deleted.add(timer_id)
 
 
-_UPDATE_INSTANCE = (
-    instances.update()
-    .where(instances.c.id == sa.bindparam("b_id"), instances.c.revision == sa.bindparam("b_revision"))
-    .values(
-        status=sa.bindparam("status"),
-        state=sa.bindparam("state", type_=pg.JSONB),
-        revision=sa.bindparam("revision"),
-        updated_at=sa.bindparam("updated_at"),
-        ended_at=sa.bindparam("ended_at"),
-    )
-)
-_FINISH_ATTEMPT = (
-    step_attempts.update()
-    .where(
-        step_attempts.c.job_id == sa.bindparam("b_job_id"),
-        step_attempts.c.attempt == sa.bindparam("b_attempt"),
-    )
-    .values(
-        status=sa.bindparam("status"),
-        finished_at=sa.bindparam("finished_at"),
-        worker=sa.bindparam("worker"),
-        error=sa.bindparam("error", type_=pg.JSONB),
-    )
-)
-
-
 class InstanceRepository:
     """Instances and what belongs to them, in one tenant's schema."""
 
     def __init__(self, conn: AsyncConnection, /) -> None:
         self.conn = conn
+
+    @property
+    def schema(self) -> str:
+        """The tenant schema the connection's tables resolve to (for statements written as text)."""
+        connection = self.conn.sync_connection
+        assert connection is not None, "the connection is open while its unit of work runs"
+        options: Mapping[str, Any] = connection.get_execution_options()
+        mapping: Mapping[str | None, str] = options.get("schema_translate_map") or {}
+        return mapping[TENANT_SCHEMA]
 
     async def insert_many(
         self, starts: Sequence[tuple[InstanceState, str | None, str | None, str | None, str, str]], /
@@ -324,41 +370,72 @@ class InstanceRepository:
             jobs.update(dict.fromkeys(map(str, r.job_ids), row.id))
         return jobs, locked
 
-    async def write(self, writes: Writes, /) -> None:
-        """Flush a transaction's writes: one statement per kind of row, whatever their number."""
-        if writes.instances:
+    async def write(self, writes: Writes, outbox: Sequence[Mapping[str, Any]] = (), /) -> None:
+        """Flush a transaction's writes and its outbox rows (:meth:`UnitOfWork.take_outbox`) with
+        one statement, whatever their number (see :func:`_write_statement`).
+
+        Raises:
+            LookupError: an instance was not at the revision it was locked at (cannot happen while
+                the lock is held; checked because a lost update would be silent).
+        """
+        if not (
+            writes.instances
+            or writes.attempts_added
+            or writes.attempts_finished
+            or writes.timers_added
+            or writes.timers_deleted
+            or outbox
+        ):
+            return
+        states = writes.instances.items()
+        added = writes.attempts_added.values()
+        finished = writes.attempts_finished.values()
+        armed = writes.timers_added.values()
+        updated = (
             await self.conn.execute(
-                _UPDATE_INSTANCE,
-                [
-                    {
-                        "b_id": instance_id,
-                        "b_revision": locked,
-                        "status": state.status.value,
-                        "state": state,
-                        "revision": revision,
-                        "updated_at": state.updated_at,
-                        "ended_at": state.ended_at,
-                    }
-                    for instance_id, (locked, revision, state) in writes.instances.items()
-                ],
-            )
-        if writes.attempts_added:
-            await self.conn.execute(_INSERT_ATTEMPTS, list(writes.attempts_added.values()))
-        if writes.attempts_finished:
-            await self.conn.execute(_FINISH_ATTEMPT, list(writes.attempts_finished.values()))
-        if writes.timers_deleted or writes.timers_added:
-            added = list(writes.timers_added.values())
-            await self.conn.execute(
-                _REPLACE_TIMERS,
+                _write_statement(self.schema),
                 {
-                    "deleted": sorted(writes.timers_deleted),
-                    "timer_ids": [t["timer_id"] for t in added],
-                    "tenants": [t["tenant_id"] for t in added],
-                    "instances": [t["instance_id"] for t in added],
-                    "kinds": [t["kind"] for t in added],
-                    "due": [t["due_at"] for t in added],
+                    "i_id": [instance_id for instance_id, _ in states],
+                    "i_locked": [locked for _, (locked, _, _) in states],
+                    "i_status": [state.status.value for _, (_, _, state) in states],
+                    "i_state": [_json_text(state) for _, (_, _, state) in states],
+                    "i_revision": [revision for _, (_, revision, _) in states],
+                    "i_updated": [state.updated_at for _, (_, _, state) in states],
+                    "i_ended": [state.ended_at for _, (_, _, state) in states],
+                    "a_job": [a["job_id"] for a in added],
+                    "a_attempt": [a["attempt"] for a in added],
+                    "a_instance": [a["instance_id"] for a in added],
+                    "a_step": [a["step"] for a in added],
+                    "a_type": [a["step_type"] for a in added],
+                    "a_status": [a["status"] for a in added],
+                    "a_at": [a["dispatched_at"] for a in added],
+                    "a_deadline": [a["deadline"] for a in added],
+                    "a_finished": [a["finished_at"] for a in added],
+                    "a_worker": [a["worker"] for a in added],
+                    "a_error": [_json_text(a["error"]) for a in added],
+                    "f_job": [f["b_job_id"] for f in finished],
+                    "f_attempt": [f["b_attempt"] for f in finished],
+                    "f_status": [f["status"] for f in finished],
+                    "f_at": [f["finished_at"] for f in finished],
+                    "f_worker": [f["worker"] for f in finished],
+                    "f_error": [_json_text(f["error"]) for f in finished],
+                    "t_deleted": sorted(writes.timers_deleted),
+                    "t_id": [t["timer_id"] for t in armed],
+                    "t_tenant": [t["tenant_id"] for t in armed],
+                    "t_instance": [t["instance_id"] for t in armed],
+                    "t_kind": [t["kind"] for t in armed],
+                    "t_due": [t["due_at"] for t in armed],
+                    "o_tenant": [o["tenant_id"] for o in outbox],
+                    "o_subject": [o["subject"] for o in outbox],
+                    "o_payload": [o["payload"] for o in outbox],
+                    "o_headers": [_json_text(o["headers"]) for o in outbox],
+                    "o_msg_id": [o["msg_id"] for o in outbox],
+                    "o_key": [o["ordering_key"] for o in outbox],
                 },
             )
+        ).scalar_one()
+        if updated != len(writes.instances):
+            raise LookupError(f"{len(writes.instances) - updated} instance(s) changed under their lock")
 
     async def list(
         self,

@@ -429,5 +429,6 @@ class Batch:
             )
 
     async def flush(self) -> None:
-        """Write everything the applied events changed (still inside the transaction)."""
-        await self.repo.write(self.writes)
+        """Write everything the applied events changed and their outbox rows (still inside the
+        transaction): one statement."""
+        await self.repo.write(self.writes, self.uow.take_outbox())

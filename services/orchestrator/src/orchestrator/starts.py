@@ -118,7 +118,7 @@ class StartBatcher:
                     await self.effects(uow, writes, start)
                 finally:
                     otel_context.detach(token)
-            await repo.write(writes)
+            await repo.write(writes, uow.take_outbox())
         return stored
 
 
