@@ -108,15 +108,19 @@ def rss_mb(pids: dict[str, int]) -> dict[str, float]:
     return {name: round(psutil.Process(pid).memory_info().rss / 2**20, 1) for name, pid in pids.items()}
 
 
-def postgres_pss_mb(stack: Any) -> float:
-    """Postgres' processes summed by PSS (shared buffers split between the processes that touched
-    them, so the sum is the server's real footprint; an RSS sum would count them once per backend)."""
+def postgres_memory_mb(stack: Any) -> dict[str, float]:
+    """Postgres' processes summed: ``pss`` (shared buffers split between the processes that touched
+    them, so the sum is the server's real footprint; an RSS sum would count them once per backend)
+    and ``uss`` (memory private to the processes: the backends' catalog caches, prepared statements
+    and work memory)."""
     root = psutil.Process(stack.pg.pid)
-    total = 0.0
+    pss = uss = 0.0
     for proc in [root, *root.children(recursive=True)]:
         with contextlib.suppress(psutil.Error):
-            total += proc.memory_full_info().pss
-    return round(total / 2**20, 1)
+            info = proc.memory_full_info()
+            pss += info.pss
+            uss += info.uss
+    return {"pss": round(pss / 2**20, 1), "uss": round(uss / 2**20, 1)}
 
 
 async def settled_rss(pids: dict[str, int], *, seconds: float = 3.0) -> dict[str, float]:
@@ -303,7 +307,7 @@ async def measure(
         await flow.many(["warmup_a", "warmup_b"], concurrency=2)  # ... and the first concurrent ones
         flow.timings = {key: [] for key in flow.timings}
         before = await settled_rss(pids)
-        pg_before = postgres_pss_mb(stack)
+        pg_before = postgres_memory_mb(stack)
         connections_before = await watch.now()
         watch.peak = dict.fromkeys(DATABASES, 0)
         log(f"tenants: baseline RSS {before} MB, connections {connections_before}")
@@ -323,7 +327,7 @@ async def measure(
                 f"peak connections {watch.peak}")  # fmt: skip
         await watch.stop()
         after = await settled_rss(pids)
-        pg_after = postgres_pss_mb(stack)
+        pg_after = postgres_memory_mb(stack)
         connections_after = await watch.now()
         peak = dict(watch.peak)
     curve[-1]["rss_mb"] = after
@@ -359,8 +363,8 @@ async def measure(
         "tenants_per_s": round(ok / provisioning, 2) if provisioning else 0.0,
         "per_tenant_ms": timings,
         "services": services,
-        "postgres_pss_mb_before": pg_before,
-        "postgres_pss_mb_after": pg_after,
+        "postgres_mb_before": pg_before,
+        "postgres_mb_after": pg_after,
         "curve": curve,
     }
 
@@ -375,7 +379,7 @@ def tenants_benchmark(
     *,
     tenants: int = DEFAULT_TENANTS,
     concurrency: int = 16,
-    checkpoints: int = 4,
+    checkpoints: int = 10,
     pythonpath: str | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
@@ -425,13 +429,14 @@ def evaluate(report: dict[str, Any]) -> list[dict[str, Any]]:
 def markdown(report: dict[str, Any]) -> str:
     """A short paragraph and table for bench/README.md's results section."""
     p50 = report["per_tenant_ms"]["tenant"].get("p50")
+    pg0, pg1 = report["postgres_mb_before"], report["postgres_mb_after"]
     lines = [
         f"Tenants: {report['tenants']:,} tenants ({report['tenants_ok']:,} ok), each with "
         f"{report['definitions_per_tenant']} definitions registered, one instance started and its human "
         f"task seen in the inbox, {report['concurrency']} tenants at a time: provisioning took "
         f"{report['provisioning_s']} s ({report['tenants_per_s']} tenants/s, p50 {p50} ms per tenant). "
-        f"Postgres (PSS of all its processes) {report['postgres_pss_mb_before']} → "
-        f"{report['postgres_pss_mb_after']} MB.",
+        f"Postgres, all its processes: PSS {pg0['pss']} → {pg1['pss']} MB, private (USS) "
+        f"{pg0['uss']} → {pg1['uss']} MB.",
         "",
         "| service | RSS before MB | RSS after MB | MB per tenant | marginal MB per tenant "
         "| DB connections before / peak / after (pool) |",
@@ -454,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--tenants", type=int, default=DEFAULT_TENANTS, help="tenants to provision (N)")
     parser.add_argument("--concurrency", type=int, default=16, help="tenants provisioned at a time")
-    parser.add_argument("--checkpoints", type=int, default=4, help="batches, RSS sampled after each")
+    parser.add_argument("--checkpoints", type=int, default=10, help="batches, RSS sampled after each")
     parser.add_argument("--service-pythonpath", metavar="PATHS", help="prepend to the services' PYTHONPATH")
     parser.add_argument("--out", help="write the JSON report here")
     args = parser.parse_args(argv)
