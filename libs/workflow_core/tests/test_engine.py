@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import msgspec
 import pytest
 
 from workflow_core import (
     BaseHumanStep,
     BaseMachineStep,
     Edge,
+    EngineError,
     InstanceStatus,
     NoIncidentError,
     RetryPolicy,
@@ -300,3 +302,47 @@ def test_state_round_trips_through_json(clock: Clock) -> None:
     result = m.apply(None, Started(at=clock(), instance_id="i-1", input={"x": [1, 2]}))
     encoded = msgspec.json.encode(result.state)
     assert msgspec.json.decode(encoded, type=InstanceState) == result.state
+
+
+def test_sequential_ids_are_the_instance_ids_prefix_and_the_counter(clock: Clock) -> None:
+    import uuid
+
+    instance_id = "0f1c2a8e-3b7d-4c4e-9a0b-1d2e3f405162"
+    m = WorkflowMachine.for_definition(one_step(), ids="sequential")
+    result = m.apply(None, Started(at=clock(), instance_id=instance_id))
+    job = next(c for c in result.commands if isinstance(c, DispatchJob))
+    timer = next(c for c in result.commands if isinstance(c, StartTimer))
+    assert job.job_id == "0f1c2a8e-3b7d-4c4e-9a0b-000000000001"
+    assert timer.timer_id == "0f1c2a8e-3b7d-4c4e-9a0b-000000000002"
+    assert uuid.UUID(job.job_id).version == 4  # still a UUID string, for anyone who parses it
+
+
+def test_sequential_ids_need_a_uuid_instance_id(clock: Clock) -> None:
+    m = WorkflowMachine.for_definition(one_step(), ids="sequential")
+    with pytest.raises(EngineError, match="UUID instance id"):
+        m.apply(None, Started(at=clock(), instance_id="i-1"))
+
+
+def test_in_place_changes_the_given_state_and_gives_what_a_copy_gives(clock: Clock) -> None:
+    m = machine(one_step())
+    start = m.apply(None, Started(at=clock(), instance_id="i-1", input={"amount": 5}))
+    job = next(c for c in start.commands if isinstance(c, DispatchJob))
+    event = StepCompleted(at=clock(), job_id=job.job_id, attempt=1, output={"charged": True})
+    copied = m.apply(start.state, event)
+    in_place = m.apply(start.state, event, in_place=True)
+    assert in_place.state is start.state
+    assert in_place == copied
+    assert start.state.status is InstanceStatus.COMPLETED
+
+
+def test_a_refused_event_leaves_an_in_place_state_as_it_was(clock: Clock) -> None:
+    definition = WorkflowDefinition("r", "1.0.0", steps={"review": Review})
+    m = machine(definition)
+    start = m.apply(None, Started(at=clock(), instance_id="i-1"))
+    task = next(c for c in start.commands if isinstance(c, CreateTask))
+    before = msgspec.json.encode(start.state)
+    with pytest.raises(TaskDataInvalidError):
+        m.apply(start.state, TaskCompleted(at=clock(), task_id=task.task_id, data={}), in_place=True)
+    with pytest.raises(NoIncidentError):
+        m.apply(start.state, RetryRequested(at=clock()), in_place=True)
+    assert msgspec.json.encode(start.state) == before
