@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from workflow_core import (
+    BaseHumanStep,
     BaseMachineStep,
     Edge,
     InstanceNotFoundError,
@@ -257,3 +258,68 @@ def test_context_data_is_a_deep_copy_of_what_it_was_given() -> None:
     context.get("nested")["deep"]["n"] = 2
     assert given == {"items": [{"tags": ["a"]}], "nested": {"deep": {"n": 1}}, "when": date(2026, 1, 1)}
     assert context.get("when") == date(2026, 1, 1)
+
+
+async def test_a_state_handed_out_does_not_change_under_its_holder() -> None:
+    class Step(BaseMachineStep):
+        name = "step"
+
+        async def execute(self, context: WorkflowContext) -> None:
+            context.set(context.metadata["step"], context.attempt)
+
+    class Gate(BaseHumanStep):
+        name = "gate"
+        title = "Gate"
+
+    definition = WorkflowDefinition(
+        "s",
+        "1.0.0",
+        steps={"a": Step, "b": Step, "gate": Gate, "c": Step},
+        edges=[Edge("a", "b"), Edge("b", "gate"), Edge("gate", "c")],
+    )
+    engine = LocalEngine()
+    started = await engine.start(definition, input={"n": 1})
+    await engine.run_until_idle(timeout=5)
+    waiting = engine.get(started.id)
+    assert (started.status, started.data, started.history) == (InstanceStatus.RUNNING, {"n": 1}, [])
+    assert waiting.status is InstanceStatus.WAITING
+    assert waiting.data == {"n": 1, "a": 1, "b": 1}
+    history = list(waiting.history)
+    task = engine.open_tasks(started.id)[0]
+    done = await engine.complete_task(task.id, data={})
+    await engine.run_until_idle(timeout=5)
+    assert waiting.status is InstanceStatus.WAITING and waiting.history == history
+    assert waiting.data == {"n": 1, "a": 1, "b": 1}
+    assert engine.get(started.id).data == {"n": 1, "a": 1, "b": 1, "c": 1}
+    assert done is not waiting
+
+
+async def test_a_step_sees_its_metadata_and_the_ids_are_uuid_strings() -> None:
+    import uuid
+
+    seen: list[dict[str, Any]] = []
+
+    class Look(BaseMachineStep):
+        name = "look"
+        step_type = "look.at"
+
+        async def execute(self, context: WorkflowContext) -> None:
+            seen.append({**context.metadata, "job": context.job_id, "try": context.attempt})
+
+    engine = LocalEngine()
+    instance = await engine.start(WorkflowDefinition("m", "2.0.0", steps={"look": Look}), user_id="u-1")
+    await engine.run_until_idle(timeout=5)
+    (metadata,) = seen
+    assert metadata == {
+        "instance_id": instance.id,
+        "definition": "m",
+        "version": "2.0.0",
+        "step": "look",
+        "step_type": "look.at",
+        "job_id": metadata["job"],
+        "attempt": 1,
+        "job": metadata["job"],
+        "try": 1,
+    }
+    assert uuid.UUID(metadata["job_id"]) and metadata["job_id"] != instance.id
+    assert engine.get(instance.id).history[0].job_id == metadata["job_id"]

@@ -34,7 +34,7 @@ class WorkflowContext:
         user_id: str | None = None,
         tenant_id: str | None = None,
     ) -> None:
-        self._data: dict[str, Any] = _copy_data(data or {})
+        self._data: dict[str, Any] = copy_data(data) if data else {}
         self._changes: dict[str, Any] = {}
         self._metadata: Mapping[str, Any] = MappingProxyType(dict(metadata or {}))
         self.history: tuple[StepRecord, ...] = tuple(history)
@@ -86,9 +86,11 @@ class WorkflowContext:
 _ATOMS = (str, int, float, bool, type(None))
 
 
-def _copy_data(data: Mapping[str, Any], /) -> dict[str, Any]:
+def copy_data(data: Mapping[str, Any], /) -> dict[str, Any]:
     """A deep copy of context data: JSON-shaped values copied by hand (several times faster than
     ``copy.deepcopy``, which this runs on every step), anything else by ``copy.deepcopy``."""
+    if not data:
+        return {}  # a comprehension is a function call: skip it (no-op steps see empty data)
     return {key: _copy_value(value) for key, value in data.items()}
 
 

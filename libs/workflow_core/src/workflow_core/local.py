@@ -17,6 +17,11 @@ await engine.complete_task(task.id, data={"approved": True}, user="user-1")
 
 Finished instances are kept only in a bounded window (``keep_finished``; the most recent 1,000 by
 default) so a long-running process does not grow without end.
+
+An instance's state is changed in place by each event, except when it was handed out (``start``,
+``get``...) since: that event works on a copy (copy-on-write), so a state a caller holds never
+changes under them. Ids of jobs, tasks and timers are "sequential" ones (see
+:class:`~workflow_core.engine.WorkflowMachine`): nothing here outlives the process.
 """
 
 from __future__ import annotations
@@ -28,9 +33,10 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any
 
-from workflow_core.context import WorkflowContext
+from workflow_core.context import WorkflowContext, copy_data
 from workflow_core.definition import WorkflowDefinition
 from workflow_core.engine import WorkflowMachine
 from workflow_core.errors import InstanceNotFoundError, UnknownTaskError
@@ -99,14 +105,21 @@ class _Loaded:
 
 
 class _Instance:
-    __slots__ = ("loaded", "machine", "state", "task_ids")
+    __slots__ = ("loaded", "machine", "shared", "state", "task_ids")
 
     def __init__(self, loaded: _Loaded, state: InstanceState) -> None:
         self.loaded = loaded
         self.machine = loaded.machine
         self.state = state
+        self.shared = False
+        """Whether ``state`` was handed out since the last event: the next one must not change it."""
         self.task_ids: set[str] = set()
         """The instance's open tasks in ``LocalEngine._tasks``."""
+
+    def snapshot(self) -> InstanceState:
+        """The state, to hand out: from now on it stays as it is."""
+        self.shared = True
+        return self.state
 
 
 class LocalEngine:
@@ -151,7 +164,7 @@ class LocalEngine:
         loaded = self._loaded.get(id(definition))
         # _Loaded holds the definition, so its id is not reused while the entry lives.
         if loaded is None or loaded.machine.graph is not definition.graph:
-            machine = WorkflowMachine.for_definition(definition)
+            machine = WorkflowMachine.for_definition(definition, ids="sequential")
             loaded = self._loaded[id(definition)] = _Loaded(definition, machine)
         instance_id = _uuid4()
         event = Started(
@@ -165,7 +178,7 @@ class LocalEngine:
         transition = loaded.machine.apply(None, event)
         instance = self._active[instance_id] = _Instance(loaded, transition.state)
         self._carry_out(instance_id, instance, transition.commands)
-        return instance.state
+        return instance.snapshot()
 
     def get(self, instance_id: str) -> InstanceState:
         """The instance's current state (a snapshot).
@@ -175,7 +188,7 @@ class LocalEngine:
         """
         instance = self._active.get(instance_id)
         if instance is not None:
-            return instance.state
+            return instance.snapshot()
         state = self._finished.get(instance_id)
         if state is None:
             raise InstanceNotFoundError(instance_id)
@@ -183,7 +196,7 @@ class LocalEngine:
 
     def instances(self) -> list[InstanceState]:
         """Every instance still in memory: the active ones and the finished ones kept."""
-        return [i.state for i in self._active.values()] + list(self._finished.values())
+        return [i.snapshot() for i in self._active.values()] + list(self._finished.values())
 
     def open_tasks(self, instance_id: str | None = None) -> list[LocalTask]:
         """Open human tasks, oldest first (of one instance, or of all)."""
@@ -250,7 +263,7 @@ class LocalEngine:
         """Apply ``event``; the instance's state after it (also when it ended and is not kept)."""
         instance = self._active.get(instance_id)
         self._apply(instance_id, event)
-        return instance.state if instance is not None else self.get(instance_id)
+        return instance.snapshot() if instance is not None else self.get(instance_id)
 
     def _apply(self, instance_id: str, event: Event, *, inline: bool = False) -> DispatchJob | None:
         """Apply ``event`` and carry out the commands. With ``inline``, the first job dispatched is
@@ -261,24 +274,25 @@ class LocalEngine:
                 # Late results and timers of finished instances are dropped, as in the orchestrator.
                 return None
             raise InstanceNotFoundError(instance_id)
-        transition = instance.machine.apply(instance.state, event)
+        transition = instance.machine.apply(instance.state, event, in_place=not instance.shared)
         if transition.ignored is not None:
             return None
         state = instance.state = transition.state
+        instance.shared = False
         job = self._carry_out(instance_id, instance, transition.commands, inline=inline)
-        self._settle(instance_id, state)
+        if state.status is _COMPLETED or state.status is _CANCELLED:
+            self._settle(instance_id, state)
         if self._idle_waiters:
             self._changed.set()
         return job
 
     def _settle(self, instance_id: str, state: InstanceState) -> None:
         """Move an instance that ended from the active ones to the finished window."""
-        if state.status is _COMPLETED or state.status is _CANCELLED:
-            del self._active[instance_id]
-            if self._keep_finished is None or self._keep_finished > 0:
-                self._finished[instance_id] = state
-                if self._keep_finished is not None and len(self._finished) > self._keep_finished:
-                    self._finished.popitem(last=False)
+        del self._active[instance_id]
+        if self._keep_finished is None or self._keep_finished > 0:
+            self._finished[instance_id] = state
+            if self._keep_finished is not None and len(self._finished) > self._keep_finished:
+                self._finished.popitem(last=False)
 
     def _carry_out(
         self, instance_id: str, instance: _Instance, commands: list[Command], *, inline: bool = False
@@ -367,7 +381,8 @@ class LocalEngine:
             instance = self._active.get(instance_id)
             if instance is None:
                 return
-            step = self._code(instance.loaded, job)
+            code = instance.loaded.code
+            step = code[job.step] if job.step in code else self._code(instance.loaded, job)
             event: Event
             if step is None:
                 error = StepError(
@@ -375,7 +390,7 @@ class LocalEngine:
                 )
                 event = StepFailed(at=_now(), job_id=job.job_id, attempt=job.attempt, error=error)
             else:
-                context = _context(instance_id, instance.state, job)
+                context = _JobContext(instance_id, instance, job)
                 try:
                     await step.execute(context)
                 except asyncio.CancelledError:
@@ -393,9 +408,7 @@ class LocalEngine:
 
     def _code(self, loaded: _Loaded, job: DispatchJob) -> Any:
         """The step object that runs ``job``: the definition's own, else the one registered for its
-        step type (None when there is neither)."""
-        if job.step in loaded.code:
-            return loaded.code[job.step]
+        step type (None when there is neither). Remembered for top-level steps."""
         step = loaded.definition.step(job.step)
         if step is None or not has_code(step):
             step = self._implementations.get(job.step_type)
@@ -404,23 +417,46 @@ class LocalEngine:
         return step
 
 
-def _context(instance_id: str, state: InstanceState, job: DispatchJob) -> WorkflowContext:
-    """What the step of ``job`` sees."""
-    return WorkflowContext(
-        job.input,
-        metadata={
-            "instance_id": instance_id,
-            "definition": state.definition,
-            "version": state.version,
-            "step": job.step,
-            "step_type": job.step_type,
-            "job_id": job.job_id,
-            "attempt": job.attempt,
-        },
-        history=state.history,
-        user_id=state.user_id,
-        tenant_id=state.tenant_id,
-    )
+class _JobContext(WorkflowContext):
+    """What the step of a job sees: a :class:`WorkflowContext` whose metadata is built when first
+    read. Most steps never read it, and building it cost as much as running a no-op step."""
+
+    __slots__ = ("_instance_id", "_job", "_machine")
+
+    def __init__(self, instance_id: str, instance: _Instance, job: DispatchJob) -> None:
+        # Not WorkflowContext.__init__: it would build the metadata now.
+        state = instance.state
+        self._data = copy_data(job.input)
+        self._changes = {}
+        self.history = tuple(state.history)
+        self.user_id = state.user_id
+        self.tenant_id = state.tenant_id
+        self._instance_id = instance_id
+        self._job = job
+        self._machine = instance.machine
+
+    @property
+    def metadata(self) -> Mapping[str, Any]:
+        job = self._job
+        return MappingProxyType(
+            {
+                "instance_id": self._instance_id,
+                "definition": self._machine.name,
+                "version": self._machine.version,
+                "step": job.step,
+                "step_type": job.step_type,
+                "job_id": job.job_id,
+                "attempt": job.attempt,
+            }
+        )
+
+    @property
+    def job_id(self) -> str | None:
+        return self._job.job_id
+
+    @property
+    def attempt(self) -> int:
+        return self._job.attempt
 
 
 def error_of(step: object, exc: BaseException) -> StepError:
