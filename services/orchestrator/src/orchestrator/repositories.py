@@ -135,7 +135,7 @@ def _json_text(value: Any, /) -> str | None:
     return None if value is None else _encode_json(value).decode()
 
 
-@functools.cache
+@functools.lru_cache(maxsize=1024)  # one per tenant schema; rebuilt cheaply past that
 def _write_statement(schema: str, /) -> sa.TextClause:
     """Everything a transaction writes, as one statement (one round trip): the instances' new
     states, the attempts dispatched and finished, the timers disarmed and armed, the outbox rows.
