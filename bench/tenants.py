@@ -196,6 +196,7 @@ class TenantFlow:
     )
     errors: list[str] = field(default_factory=list[str])
     failed: int = 0
+    retries: int = 0
 
     @contextlib.asynccontextmanager
     async def open(self, *, connections: int) -> Any:
@@ -207,7 +208,8 @@ class TenantFlow:
         ):
             self.sessions[name] = aiohttp.ClientSession(
                 base_url=service.url,
-                connector=aiohttp.TCPConnector(limit=connections),
+                # Below uvicorn's 5 s keep-alive, so that the client drops an idle connection first.
+                connector=aiohttp.TCPConnector(limit=connections, keepalive_timeout=3),
                 timeout=aiohttp.ClientTimeout(total=120),
             )
         try:
@@ -223,11 +225,21 @@ class TenantFlow:
         return {"Authorization": f"Bearer {token}"}
 
     async def _json(self, service: str, method: str, path: str, *, ok: tuple[int, ...], **kw: Any) -> Any:
-        async with self.sessions[service].request(method, path, **kw) as response:
-            body = await response.read()
-            if response.status not in ok:
-                raise RuntimeError(f"{service} {method} {path}: {response.status} {body[:300]!r}")
-        return json.loads(body)
+        for attempt in range(3):
+            try:
+                async with self.sessions[service].request(method, path, **kw) as response:
+                    body = await response.read()
+                    if response.status not in ok:
+                        raise RuntimeError(f"{service} {method} {path}: {response.status} {body[:300]!r}")
+                return json.loads(body)
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+                # A kept-alive connection the server closed as it was reused: the request never
+                # reached the app. Every request here is safe to repeat (registrations are
+                # idempotent, the start carries an Idempotency-Key).
+                if attempt == 2:
+                    raise
+                self.retries += 1
+        raise AssertionError("unreachable")
 
     async def tenant(self, tenant: str, *, task_timeout: float = 120.0) -> None:
         """Register the definitions, start the human-first one, wait for its task in the inbox."""
@@ -239,8 +251,9 @@ class TenantFlow:
             )
         registered = time.perf_counter()
         body = {"definition": HUMAN_FIRST, "input": {"amount": 250}}
+        start_headers = {**headers, "Idempotency-Key": f"mt-start-{tenant}"}
         instance = await self._json(
-            "orchestrator", "POST", "/v1/instances", ok=(201,), json=body, headers=headers
+            "orchestrator", "POST", "/v1/instances", ok=(201,), json=body, headers=start_headers
         )
         started = time.perf_counter()
         deadline = started + task_timeout
@@ -356,6 +369,7 @@ async def measure(
         "tenants_ok": ok,
         "failed": flow.failed,
         "errors": flow.errors,
+        "http_retries": flow.retries,
         "definitions_per_tenant": len(definitions()),
         "instances_per_tenant": 1,
         "concurrency": concurrency,
