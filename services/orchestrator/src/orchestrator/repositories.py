@@ -8,7 +8,7 @@ change it belongs to commit together.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -133,6 +133,59 @@ _encode_json = msgspec.json.Encoder().encode
 def _json_text(value: Any, /) -> str | None:
     """JSON for a ``jsonb[]`` element (asyncpg's jsonb codec takes text, not objects)."""
     return None if value is None else _encode_json(value).decode()
+
+
+# Parameter suffix -> the row key it is read from (rows as one array per column, for unnest).
+_ATTEMPT_COLUMNS = {
+    "job": "job_id",
+    "attempt": "attempt",
+    "instance": "instance_id",
+    "step": "step",
+    "type": "step_type",
+    "status": "status",
+    "at": "dispatched_at",
+    "deadline": "deadline",
+    "finished": "finished_at",
+    "worker": "worker",
+    "error": "error",
+}
+_FINISH_COLUMNS = {
+    "job": "b_job_id",
+    "attempt": "b_attempt",
+    "status": "status",
+    "at": "finished_at",
+    "worker": "worker",
+    "error": "error",
+}
+_TIMER_COLUMNS = {
+    "id": "timer_id",
+    "tenant": "tenant_id",
+    "instance": "instance_id",
+    "kind": "kind",
+    "due": "due_at",
+}
+_OUTBOX_COLUMNS = {
+    "tenant": "tenant_id",
+    "subject": "subject",
+    "payload": "payload",
+    "headers": "headers",
+    "msg_id": "msg_id",
+    "key": "ordering_key",
+}
+_JSON_KEYS = frozenset({"error", "headers"})
+
+
+def _arrays(
+    prefix: str, rows: Iterable[Mapping[str, Any]], columns: Mapping[str, str], /
+) -> dict[str, list[Any]]:
+    """``rows`` as one array per column, named ``<prefix>_<suffix>`` (JSON columns as text)."""
+    listed = list(rows)
+    return {
+        f"{prefix}_{suffix}": [_json_text(r[key]) for r in listed]
+        if key in _JSON_KEYS
+        else [r[key] for r in listed]
+        for suffix, key in columns.items()
+    }
 
 
 @functools.lru_cache(maxsize=1024)  # one per tenant schema; rebuilt cheaply past that
@@ -402,35 +455,11 @@ class InstanceRepository:
                     "i_revision": [revision for _, (_, revision, _) in states],
                     "i_updated": [state.updated_at for _, (_, _, state) in states],
                     "i_ended": [state.ended_at for _, (_, _, state) in states],
-                    "a_job": [a["job_id"] for a in added],
-                    "a_attempt": [a["attempt"] for a in added],
-                    "a_instance": [a["instance_id"] for a in added],
-                    "a_step": [a["step"] for a in added],
-                    "a_type": [a["step_type"] for a in added],
-                    "a_status": [a["status"] for a in added],
-                    "a_at": [a["dispatched_at"] for a in added],
-                    "a_deadline": [a["deadline"] for a in added],
-                    "a_finished": [a["finished_at"] for a in added],
-                    "a_worker": [a["worker"] for a in added],
-                    "a_error": [_json_text(a["error"]) for a in added],
-                    "f_job": [f["b_job_id"] for f in finished],
-                    "f_attempt": [f["b_attempt"] for f in finished],
-                    "f_status": [f["status"] for f in finished],
-                    "f_at": [f["finished_at"] for f in finished],
-                    "f_worker": [f["worker"] for f in finished],
-                    "f_error": [_json_text(f["error"]) for f in finished],
+                    **_arrays("a", added, _ATTEMPT_COLUMNS),
+                    **_arrays("f", finished, _FINISH_COLUMNS),
                     "t_deleted": sorted(writes.timers_deleted),
-                    "t_id": [t["timer_id"] for t in armed],
-                    "t_tenant": [t["tenant_id"] for t in armed],
-                    "t_instance": [t["instance_id"] for t in armed],
-                    "t_kind": [t["kind"] for t in armed],
-                    "t_due": [t["due_at"] for t in armed],
-                    "o_tenant": [o["tenant_id"] for o in outbox],
-                    "o_subject": [o["subject"] for o in outbox],
-                    "o_payload": [o["payload"] for o in outbox],
-                    "o_headers": [_json_text(o["headers"]) for o in outbox],
-                    "o_msg_id": [o["msg_id"] for o in outbox],
-                    "o_key": [o["ordering_key"] for o in outbox],
+                    **_arrays("t", armed, _TIMER_COLUMNS),
+                    **_arrays("o", outbox, _OUTBOX_COLUMNS),
                 },
             )
         ).scalar_one()
