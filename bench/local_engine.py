@@ -4,10 +4,10 @@ parallel branches in a task each).
 
     python -m bench.local_engine --shapes W1,W2,W3 --duration 20 --clients 32 --out FILE
 
-Closed loop: ``clients`` coroutines each start an instance and wait for its end. LocalEngine has
-no public "wait for this instance" call, so the harness subclasses it and resolves a future when
-``_apply`` leaves an instance completed/failed/cancelled (the only private hook used). Then the
-memory check: W1 for ``--memory-seconds`` with the default ``keep_finished``, RSS sampled each second.
+Closed loop: ``clients`` coroutines each start an instance and wait for its end
+(``LocalEngine.wait``; the litestar-workflows harness likewise awaits the engine's own per-instance
+task, at no cost per step). Then the memory check: W1 for ``--memory-seconds`` with the default
+``keep_finished``, RSS sampled each second.
 """
 
 from __future__ import annotations
@@ -22,9 +22,6 @@ from typing import Any
 from bench.common import RssTrack, closed_loop, make_result
 from bench.shapes import CRITICAL_PATH, SHAPE_STEPS, STEP_TYPE, wire
 from workflow_core import BaseMachineStep, InstanceStatus, LocalEngine, WorkflowContext, load_definition
-from workflow_core.models import DispatchJob, Event
-
-_ENDED = (InstanceStatus.COMPLETED, InstanceStatus.FAILED, InstanceStatus.CANCELLED)
 
 
 class Noop(BaseMachineStep):
@@ -35,32 +32,9 @@ class Noop(BaseMachineStep):
         return None
 
 
-class WaitableEngine(LocalEngine):
-    """LocalEngine plus ``wait(instance_id)``."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.waiters: dict[str, asyncio.Future[InstanceStatus]] = {}
-
-    def _apply(self, instance_id: str, event: Event, *, inline: bool = False) -> DispatchJob | None:
-        job = super()._apply(instance_id, event, inline=inline)
-        if job is not None:
-            return job  # it dispatched a next step: not ended
-        waiter = self.waiters.get(instance_id)
-        if waiter is not None and not waiter.done():
-            state = self.get(instance_id)
-            if state.status in _ENDED:
-                waiter.set_result(state.status)
-        return job
-
-    async def run_one(self, definition: Any) -> bool:
-        state = await self.start(definition)
-        waiter = asyncio.get_running_loop().create_future()
-        self.waiters[state.instance_id] = waiter
-        try:
-            return await waiter is InstanceStatus.COMPLETED
-        finally:
-            del self.waiters[state.instance_id]
+async def run_one(engine: LocalEngine, definition: Any) -> bool:
+    state = await engine.start(definition)
+    return (await engine.wait(state.instance_id)).status is InstanceStatus.COMPLETED
 
 
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
@@ -69,11 +43,11 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     proc = psutil.Process()
     results: list[dict[str, Any]] = []
     for shape in args.shapes.split(","):
-        engine = WaitableEngine(steps=[Noop])
+        engine = LocalEngine(steps=[Noop])
         definition = load_definition(wire(shape))
 
-        def one(engine: WaitableEngine = engine, definition: Any = definition) -> Any:
-            return engine.run_one(definition)
+        def one(engine: LocalEngine = engine, definition: Any = definition) -> Any:
+            return run_one(engine, definition)
 
         await closed_loop(one, clients=args.clients, duration=args.warmup)
         cpu0 = proc.cpu_times()
@@ -84,10 +58,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         cores = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / wall
         # Correctness: the last step ran (W3: the step after the join).
         check = await engine.start(definition)
-        waiter = asyncio.get_running_loop().create_future()
-        engine.waiters[check.instance_id] = waiter
-        await waiter
-        final = engine.get(check.instance_id)
+        final = await engine.wait(check.instance_id)
         executed = sum(
             1 for r in final.history if r.kind.value == "machine" and r.status.value == "completed"
         )
@@ -119,13 +90,15 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
 
 async def memory_check(seconds: float, clients: int) -> dict[str, Any]:
     """W1 for ``seconds`` with the default ``keep_finished``: RSS each second, instances held."""
-    engine = WaitableEngine(steps=[Noop])
+    engine = LocalEngine(steps=[Noop])
     definition = load_definition(wire("W1"))
     track = RssTrack()
     track.sample()
     completed = 0
     for _ in range(int(seconds)):
-        latencies, _, _ = await closed_loop(lambda: engine.run_one(definition), clients=clients, duration=1.0)
+        latencies, _, _ = await closed_loop(
+            lambda: run_one(engine, definition), clients=clients, duration=1.0
+        )
         completed += len(latencies)
         track.sample()
     return {

@@ -17,6 +17,7 @@ from workflow_core import (
     LocalEngine,
     RetryableStepError,
     RetryPolicy,
+    StepFailedError,
     WorkflowContext,
     WorkflowDefinition,
     load_definition,
@@ -323,3 +324,35 @@ async def test_a_step_sees_its_metadata_and_the_ids_are_uuid_strings() -> None:
     }
     assert uuid.UUID(metadata["job_id"]) and metadata["job_id"] != instance.id
     assert engine.get(instance.id).history[0].job_id == metadata["job_id"]
+
+
+async def test_wait_returns_when_the_instance_completes_fails_or_is_cancelled() -> None:
+    class Step(BaseMachineStep):
+        name = "step"
+
+        async def execute(self, context: WorkflowContext) -> None:
+            if context.get("fail"):
+                raise StepFailedError("no", retryable=False)
+            context.set("done", True)
+
+    class Gate(BaseHumanStep):
+        name = "gate"
+        title = "Gate"
+
+    engine = LocalEngine()
+    ok = await engine.start(WorkflowDefinition("ok", "1.0.0", steps={"step": Step}))
+    done = await engine.wait(ok.id)
+    assert (done.status, done.data) == (InstanceStatus.COMPLETED, {"done": True})
+    assert await engine.wait(ok.id) == done  # already ended: at once
+    failing = await engine.start(WorkflowDefinition("f", "1.0.0", steps={"step": Step}), input={"fail": True})
+    assert (await engine.wait(failing.id)).status is InstanceStatus.FAILED
+    gated = await engine.start(WorkflowDefinition("g", "1.0.0", steps={"gate": Gate}))
+    impatient = asyncio.ensure_future(engine.wait(gated.id))
+    await asyncio.sleep(0)
+    impatient.cancel()
+    patient = asyncio.ensure_future(engine.wait(gated.id))
+    await asyncio.sleep(0)
+    assert not patient.done()
+    await engine.cancel(gated.id)
+    assert (await asyncio.wait_for(patient, 5)).status is InstanceStatus.CANCELLED
+    assert impatient.cancelled()
