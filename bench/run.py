@@ -483,8 +483,9 @@ def main(argv: list[str] | None = None) -> int:
     for target in report["targets"]:
         mark = {True: "MET   ", False: "MISSED", None: "?     "}[target["met"]]
         print(f"{mark} {target['target']}: {target['value']} {target['detail']}")
+    chart = f" and {out_dir / 'latest.png'}" if results else ""
     print(
-        f"\nwrote {out_dir / name} and {out_dir / 'latest.png'} in {report['elapsed_s']} s; load avg {report['machine']['loadavg']} -> {report['machine']['loadavg_end']}"
+        f"\nwrote {out_dir / name}{chart} in {report['elapsed_s']} s; load avg {report['machine']['loadavg']} -> {report['machine']['loadavg_end']}"
     )
     return 0
 
