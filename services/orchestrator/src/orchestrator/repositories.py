@@ -150,8 +150,8 @@ _ATTEMPT_COLUMNS = {
     "error": "error",
 }
 _FINISH_COLUMNS = {
-    "job": "b_job_id",
-    "attempt": "b_attempt",
+    "job": "job_id",
+    "attempt": "attempt",
     "status": "status",
     "at": "finished_at",
     "worker": "worker",
@@ -283,6 +283,17 @@ class Writes:
     timers_added: dict[str, dict[str, Any]] = field(default_factory=dict[str, dict[str, Any]])
     timers_deleted: set[str] = field(default_factory=set[str])
 
+    @property
+    def empty(self) -> bool:
+        """Nothing to write."""
+        return not (
+            self.instances
+            or self.attempts_added
+            or self.attempts_finished
+            or self.timers_added
+            or self.timers_deleted
+        )
+
     def update(self, state: InstanceState, /, *, locked_revision: int, revision: int) -> None:
         """The instance's new state (``revision``: its number after this change)."""
         known = self.instances.get(state.instance_id)
@@ -330,7 +341,7 @@ class Writes:
         if added is not None:
             added.update(outcome)
         else:
-            self.attempts_finished[(job_id, attempt)] = {"b_job_id": job_id, "b_attempt": attempt, **outcome}
+            self.attempts_finished[(job_id, attempt)] = {"job_id": job_id, "attempt": attempt, **outcome}
 
     def add_timer(self, *, timer_id: str, tenant: str, instance_id: str, kind: str, due_at: datetime) -> None:
         """Arm a durable timer."""
@@ -431,19 +442,9 @@ class InstanceRepository:
             LookupError: an instance was not at the revision it was locked at (cannot happen while
                 the lock is held; checked because a lost update would be silent).
         """
-        if not (
-            writes.instances
-            or writes.attempts_added
-            or writes.attempts_finished
-            or writes.timers_added
-            or writes.timers_deleted
-            or outbox
-        ):
+        if writes.empty and not outbox:
             return
         states = writes.instances.items()
-        added = writes.attempts_added.values()
-        finished = writes.attempts_finished.values()
-        armed = writes.timers_added.values()
         updated = (
             await self.conn.execute(
                 _write_statement(self.schema),
@@ -455,10 +456,10 @@ class InstanceRepository:
                     "i_revision": [revision for _, (_, revision, _) in states],
                     "i_updated": [state.updated_at for _, (_, _, state) in states],
                     "i_ended": [state.ended_at for _, (_, _, state) in states],
-                    **_arrays("a", added, _ATTEMPT_COLUMNS),
-                    **_arrays("f", finished, _FINISH_COLUMNS),
+                    **_arrays("a", writes.attempts_added.values(), _ATTEMPT_COLUMNS),
+                    **_arrays("f", writes.attempts_finished.values(), _FINISH_COLUMNS),
                     "t_deleted": sorted(writes.timers_deleted),
-                    **_arrays("t", armed, _TIMER_COLUMNS),
+                    **_arrays("t", writes.timers_added.values(), _TIMER_COLUMNS),
                     **_arrays("o", outbox, _OUTBOX_COLUMNS),
                 },
             )
