@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from wf_platform.bus import InMemoryEventBus, PublishedMessage
-from wf_platform.db import TenantDatabase, create_engine, ensure_database
+from wf_platform.db import CommittedOutbox, TenantDatabase, create_engine, ensure_database
 from wf_platform.metrics import PlatformMetrics
 from wf_platform.outbox import OutboxRelay
 from wf_platform.plugin import migrate_platform_schema
@@ -27,7 +28,7 @@ async def engine(fresh_database: str) -> AsyncIterator[AsyncEngine]:
 
 async def _write(engine: AsyncEngine, tenant: str, key: str, n: int, *, woke: list[int]) -> None:
     # The outbox table is shared; no tenant schema is needed to queue messages.
-    db = TenantDatabase(engine, TenantId(tenant), on_outbox_commit=lambda: woke.append(1))
+    db = TenantDatabase(engine, TenantId(tenant), on_outbox_commit=lambda _: woke.append(1))
     for i in range(n):
         async with db.transaction() as uow:
             await uow.publish(
@@ -94,25 +95,160 @@ async def test_failed_publish_is_retried_and_blocks_only_its_key(engine: AsyncEn
     assert "wf_outbox_pending_messages 0.0" in rendered
 
 
-async def test_background_relay_is_woken_after_commit(engine: AsyncEngine) -> None:
+async def _eventually(check: Callable[[], Awaitable[bool]], *, tries: int = 150) -> None:
+    for _ in range(tries):  # bounded: 3 s
+        if await check():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not reached in time")
+
+
+async def _unsent(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        result = await conn.execute(sa.text("SELECT count(*) FROM wf.outbox WHERE sent_at IS NULL"))
+        return int(result.scalar_one())
+
+
+async def test_commit_is_published_at_once_and_marked_sent_without_a_pass(engine: AsyncEngine) -> None:
     bus = InMemoryEventBus()
     relay = OutboxRelay(engine, bus, poll_seconds=3600)  # the timer will not fire during this test
     relay.start()
+    passes: list[int] = []
+    original = relay.run_once
+
+    async def counted() -> tuple[int, int]:
+        passes.append(1)
+        return await original()
+
+    relay.run_once = counted  # type: ignore[method-assign]
     try:
-        db = TenantDatabase(engine, TenantId("acme"), on_outbox_commit=relay.wake)
+        db = TenantDatabase(engine, TenantId("acme"), on_outbox_commit=relay.committed)
         async with db.transaction() as uow:
             await uow.publish("wf.events.acme.k", b"now", msg_id="m1", ordering_key="k")
-        for _ in range(100):
-            if bus.messages:
-                break
-            await asyncio.sleep(0.02)
-        assert [m.payload for m in bus.messages] == [b"now"]
+            await uow.publish("wf.events.acme.k", b"then", msg_id="m2", ordering_key="k")
+
+        async def sent() -> bool:
+            return await _unsent(engine) == 0
+
+        await _eventually(sent)
+        assert [m.payload for m in bus.messages] == [b"now", b"then"]
+        assert passes == []  # no pass: published from memory, marked sent in one statement
     finally:
         await relay.stop()
 
 
+class _UnevenBus(InMemoryEventBus):
+    """Every third publish is slow, so a later commit's publish would overtake an earlier one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    async def publish(
+        self, subject: str, payload: bytes, /, *, msg_id: str, headers: Mapping[str, str] | None = None
+    ) -> None:
+        self.calls += 1
+        await asyncio.sleep(0.02 if self.calls % 3 == 1 else 0)
+        await super().publish(subject, payload, msg_id=msg_id, headers=headers)
+
+
+async def test_commits_of_one_key_on_the_fast_path_stay_in_order(engine: AsyncEngine) -> None:
+    bus = _UnevenBus()
+    relay = OutboxRelay(engine, bus, poll_seconds=3600)
+    relay.start()
+    try:
+        db = TenantDatabase(engine, TenantId("acme"), on_outbox_commit=relay.committed)
+
+        async def writer(key: str) -> None:
+            for i in range(20):
+                async with db.transaction() as uow:
+                    await uow.publish(
+                        "wf.events.acme.k", f"{key}:{i}".encode(), msg_id=f"{key}:{i}", ordering_key=key
+                    )
+
+        await asyncio.gather(writer("a"), writer("b"))
+
+        async def done() -> bool:
+            return len(bus.messages) == 40 and await _unsent(engine) == 0
+
+        await _eventually(done)
+        for key in ["a", "b"]:
+            sequence = [m.payload.decode() for m in bus.messages if m.payload.startswith(f"{key}:".encode())]
+            assert sequence == [f"{key}:{i}" for i in range(20)]
+    finally:
+        await relay.stop()
+
+
+async def test_a_row_the_relay_does_not_hold_keeps_later_commits_of_its_key_behind_it(
+    engine: AsyncEngine,
+) -> None:
+    """Another replica's unsent row (here: written without telling this relay) is older: the new
+    commit of the same key is left to a pass, which publishes both in order."""
+    elsewhere = TenantDatabase(engine, TenantId("acme"), on_outbox_commit=lambda _: None)
+    async with elsewhere.transaction() as uow:
+        await uow.publish("wf.events.acme.k", b"x:0", msg_id="x0", ordering_key="x")
+    bus = InMemoryEventBus()
+    relay = OutboxRelay(engine, bus, poll_seconds=3600)
+    relay.start()
+    seen: list[CommittedOutbox] = []
+
+    def committed(outbox: CommittedOutbox) -> None:
+        seen.append(outbox)
+        relay.committed(outbox)
+
+    try:
+        db = TenantDatabase(engine, TenantId("acme"), on_outbox_commit=committed)
+        async with db.transaction() as uow:
+            await uow.publish("wf.events.acme.k", b"x:1", msg_id="x1", ordering_key="x")
+            await uow.publish("wf.events.acme.k", b"y:0", msg_id="y0", ordering_key="y")
+
+        async def done() -> bool:
+            return len(bus.messages) == 3 and await _unsent(engine) == 0
+
+        await _eventually(done)
+        assert len(seen[0].older) == 1  # x:0, unsent when x:1 was written
+        payloads = [m.payload for m in bus.messages]
+        assert payloads.index(b"x:0") < payloads.index(b"x:1")
+    finally:
+        await relay.stop()
+
+
+async def test_failed_fast_publish_leaves_its_key_to_a_pass_in_order(engine: AsyncEngine) -> None:
+    bus = _SlowBus()
+    bus.fail_next = 1  # x:0 fails on the fast path
+    metrics = PlatformMetrics("test")
+    relay = OutboxRelay(engine, bus, metrics=metrics, poll_seconds=3600)
+    relay.start()
+    try:
+        db = TenantDatabase(engine, TenantId("acme"), on_outbox_commit=relay.committed)
+        for i in range(3):
+            async with db.transaction() as uow:
+                await uow.publish("wf.events.acme.k", f"x:{i}".encode(), msg_id=f"x{i}", ordering_key="x")
+
+        async def done() -> bool:
+            return len(bus.messages) == 3 and await _unsent(engine) == 0
+
+        await _eventually(done)
+        assert [m.payload for m in bus.messages] == [b"x:0", b"x:1", b"x:2"]
+        assert "wf_outbox_publish_errors_total 1.0" in metrics.render().decode()
+    finally:
+        await relay.stop()
+
+
+async def test_a_relay_that_is_not_running_publishes_nothing_after_commit(engine: AsyncEngine) -> None:
+    bus = InMemoryEventBus()
+    relay = OutboxRelay(engine, bus)  # never started: ORCHESTRATOR_OUTBOX_RELAY=false
+    db = TenantDatabase(engine, TenantId("acme"), on_outbox_commit=relay.committed)
+    async with db.transaction() as uow:
+        await uow.publish("wf.events.acme.k", b"later", msg_id="l1", ordering_key="k")
+    await asyncio.sleep(0.05)
+    assert bus.messages == []
+    assert await relay.run_once() == (1, 1)
+    assert [m.payload for m in bus.messages] == [b"later"]
+
+
 async def test_rolled_back_transaction_sends_nothing(engine: AsyncEngine) -> None:
-    db = TenantDatabase(engine, TenantId("acme"), on_outbox_commit=lambda: None)
+    db = TenantDatabase(engine, TenantId("acme"), on_outbox_commit=lambda _: None)
 
     async def fail() -> None:
         async with db.transaction() as uow:

@@ -19,8 +19,9 @@ loudly (schema ``tenant`` does not exist).
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg  # pyright: ignore[reportMissingTypeStubs]
@@ -33,13 +34,18 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from wf_platform.tenancy import TenantId, tenant_schema
 
 __all__ = [
+    "OUTBOX_WRITE_COLUMNS",
+    "OUTBOX_WRITE_CTES",
     "PLATFORM_SCHEMA",
     "TENANT_SCHEMA",
+    "CommittedOutbox",
+    "OutboxMessage",
     "TenantDatabase",
     "UnitOfWork",
     "create_engine",
     "ensure_database",
     "metadata",
+    "outbox_parameters",
     "outbox_table",
     "tenants_table",
 ]
@@ -162,7 +168,68 @@ async def ensure_database(url: str, /) -> bool:
         await conn.close()
 
 
-_INSERT_OUTBOX = outbox_table.insert()
+@dataclass(slots=True)
+class OutboxMessage:
+    """One message queued in a transaction's outbox; ``id`` is its row id once written."""
+
+    tenant_id: str
+    subject: str
+    payload: bytes
+    headers: dict[str, str]
+    msg_id: str
+    ordering_key: str
+    id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CommittedOutbox:
+    """What a committed transaction wrote to the outbox, handed to the relay right after the commit.
+
+    ``older`` are the ids of the unsent rows of the same ordering keys that the transaction saw when
+    it wrote (rows of earlier transactions): the relay publishes ``messages`` at once only when it
+    knows every one of those (it is publishing them itself), which keeps each key in order.
+    """
+
+    messages: list[OutboxMessage]
+    older: list[int]
+
+
+# Written in the same statement as the transaction's last write (a CTE fragment, so one round trip):
+# the rows, with ids ascending in the order they were published (WITH ORDINALITY ... ORDER BY), and
+# the unsent rows of the same keys that were there before (the statement's snapshot does not see its
+# own inserts). Parameters are arrays (one prepared statement for any number of rows), see
+# :func:`outbox_parameters`.
+OUTBOX_WRITE_CTES = f"""
+outbox_added AS (
+    INSERT INTO {PLATFORM_SCHEMA}.outbox (tenant_id, subject, payload, headers, msg_id, ordering_key)
+    SELECT tenant_id, subject, payload, headers, msg_id, ordering_key FROM unnest(
+        CAST(:o_tenant AS text[]), CAST(:o_subject AS text[]), CAST(:o_payload AS bytea[]),
+        CAST(:o_headers AS jsonb[]), CAST(:o_msg_id AS text[]), CAST(:o_key AS text[])
+    ) WITH ORDINALITY AS o(tenant_id, subject, payload, headers, msg_id, ordering_key, n)
+    ORDER BY n
+    RETURNING id
+), outbox_older AS (
+    SELECT id FROM {PLATFORM_SCHEMA}.outbox
+    WHERE sent_at IS NULL AND ordering_key = ANY(CAST(:o_key AS text[]))
+)"""  # noqa: S608 - a constant schema name, never input
+OUTBOX_WRITE_COLUMNS = (
+    "(SELECT array_agg(id ORDER BY id) FROM outbox_added) AS outbox_ids, "
+    "(SELECT array_agg(id) FROM outbox_older) AS outbox_older"
+)
+_WRITE_OUTBOX = sa.text(f"WITH {OUTBOX_WRITE_CTES} SELECT {OUTBOX_WRITE_COLUMNS}")
+
+
+def outbox_parameters(messages: Sequence[OutboxMessage], /) -> dict[str, list[Any]]:
+    """The bind parameters of :data:`OUTBOX_WRITE_CTES` (headers as JSON text: asyncpg's jsonb
+    codec takes text)."""
+    return {
+        "o_tenant": [m.tenant_id for m in messages],
+        "o_subject": [m.subject for m in messages],
+        "o_payload": [m.payload for m in messages],
+        "o_headers": [_encode_json(m.headers) for m in messages],
+        "o_msg_id": [m.msg_id for m in messages],
+        "o_key": [m.ordering_key for m in messages],
+    }
 
 
 class UnitOfWork:
@@ -170,7 +237,8 @@ class UnitOfWork:
 
     Outbox rows are collected while the transaction runs and written by :meth:`flush` with one
     statement just before the commit (one round trip however many messages a transition causes),
-    unless the caller took them (:meth:`take_outbox`) to write them in a statement of its own.
+    unless the caller took them (:meth:`take_outbox`) to write them in a statement of its own
+    (with :data:`OUTBOX_WRITE_CTES`; it then reports the result with :meth:`outbox_written`).
 
     Attributes:
         conn: the connection; tenant tables resolve to the tenant's schema.
@@ -181,7 +249,9 @@ class UnitOfWork:
         self.conn = conn
         self.tenant = tenant
         self.outbox_rows = 0
-        self._queued: list[dict[str, Any]] = []
+        self._queued: list[OutboxMessage] = []
+        self._written: list[OutboxMessage] = []
+        self._older: list[int] = []
 
     async def publish(
         self,
@@ -206,36 +276,58 @@ class UnitOfWork:
         from wf_platform.telemetry import inject_trace_headers
 
         self._queued.append(
-            {
-                "tenant_id": self.tenant,
-                "subject": subject,
-                "payload": payload,
-                "headers": inject_trace_headers(dict(headers or {})),
-                "msg_id": msg_id,
-                "ordering_key": f"{self.tenant}:{ordering_key}",
-            }
+            OutboxMessage(
+                tenant_id=self.tenant,
+                subject=subject,
+                payload=payload,
+                headers=inject_trace_headers(dict(headers or {})),
+                msg_id=msg_id,
+                ordering_key=f"{self.tenant}:{ordering_key}",
+            )
         )
         self.outbox_rows += 1
 
-    def take_outbox(self) -> list[dict[str, Any]]:
-        """The queued outbox rows, which the caller now writes in this transaction (columns of
-        ``wf.outbox``: tenant_id, subject, payload, headers, msg_id, ordering_key; in order)."""
+    def take_outbox(self) -> list[OutboxMessage]:
+        """The queued outbox messages, which the caller now writes in this transaction."""
         queued, self._queued = self._queued, []
         return queued
+
+    def outbox_written(
+        self, messages: Sequence[OutboxMessage], ids: Sequence[int] | None, older: Sequence[int] | None
+    ) -> None:
+        """Record what the statement with :data:`OUTBOX_WRITE_CTES` returned for ``messages``."""
+        if messages and (ids is None or len(ids) != len(messages)):
+            raise RuntimeError("the outbox statement did not return an id per message")
+        for message, row_id in zip(messages, ids or (), strict=False):
+            message.id = row_id
+        self._written.extend(messages)
+        self._older.extend(older or ())
 
     async def flush(self) -> None:
         """Write the queued outbox rows, in the order they were published (ids ascend with it)."""
         if not self._queued:
             return
-        queued, self._queued = self._queued, []
-        await self.conn.execute(_INSERT_OUTBOX, queued)
+        queued = self.take_outbox()
+        row = (await self.conn.execute(_WRITE_OUTBOX, outbox_parameters(queued))).one()
+        self.outbox_written(queued, row.outbox_ids, row.outbox_older)
+
+    def committed(self) -> CommittedOutbox:
+        """The outbox rows written (after the commit: hand them to the relay). An earlier statement
+        of this same transaction is not "older": its rows go with this commit."""
+        own = {m.id for m in self._written}
+        return CommittedOutbox(self._written, [i for i in self._older if i not in own])
 
 
 class TenantDatabase:
     """Opens units of work for one tenant; the tenant must already be provisioned (see the gate)."""
 
     def __init__(
-        self, engine: AsyncEngine, tenant: TenantId, /, *, on_outbox_commit: Callable[[], None]
+        self,
+        engine: AsyncEngine,
+        tenant: TenantId,
+        /,
+        *,
+        on_outbox_commit: Callable[[CommittedOutbox], None],
     ) -> None:
         self.engine = engine
         self.tenant = tenant
@@ -252,4 +344,4 @@ class TenantDatabase:
                 yield uow
                 await uow.flush()
         if uow.outbox_rows:
-            self._on_outbox_commit()
+            self._on_outbox_commit(uow.committed())

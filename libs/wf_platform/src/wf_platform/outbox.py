@@ -9,12 +9,19 @@ so a message exists if and only if the state change committed.
 
 Relay (:class:`OutboxRelay`), in every service process:
 
-- woken right after a commit that wrote outbox rows, and on a timer (``outbox_poll_seconds``) for rows
-  written by other replicas or left by a crash;
+- publishes a commit's rows right after the commit, from memory (:meth:`OutboxRelay.committed`, the
+  fast path: no query before the publish), when it may: the transaction reported the unsent rows of
+  the same keys that existed when it wrote, and the relay is itself publishing every one of them
+  (so it queues the new rows behind them). Otherwise (an older row it does not know: another
+  replica's, or one whose publish failed) the rows are left to a pass. Rows published this way are
+  marked sent in batches, one ``UPDATE`` for all the rows published meanwhile;
+- passes: woken by a commit it could not publish itself, and on a timer (``outbox_poll_seconds``) for
+  rows written by other replicas or left by a crash;
 - takes a batch ``ORDER BY id ... FOR UPDATE SKIP LOCKED`` (several replicas each take other rows);
 - publishes rows in id order with their stored ``Nats-Msg-Id`` and ``traceparent``, then marks them
-  sent in the same transaction. A crash between publish and commit leaves the rows unsent; the next
-  relay republishes them with the same ids and JetStream's duplicate window drops the copies;
+  sent in the same transaction. A crash between publish and commit (or, on the fast path, between
+  publish and the batched mark) leaves the rows unsent; the next relay republishes them with the same
+  ids and JetStream's duplicate window drops the copies. A pass skips the rows its own fast path holds;
 - keeps order per ``ordering_key`` (e.g. per instance) across replicas: a relay publishes a key's rows
   only while they are exactly that key's next unsent rows (SKIP LOCKED can hand a batch with a gap
   held by another replica); at the first older or missing row it leaves the key until the next pass.
@@ -29,6 +36,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from functools import partial
 from typing import Any
 
 import sqlalchemy as sa
@@ -36,7 +44,7 @@ from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from wf_platform.bus import EventBus, PublishError
-from wf_platform.db import outbox_table
+from wf_platform.db import CommittedOutbox, OutboxMessage, outbox_table
 from wf_platform.metrics import PlatformMetrics
 
 __all__ = ["OutboxRelay"]
@@ -55,7 +63,10 @@ _TAKE = (
         outbox_table.c.msg_id,
         outbox_table.c.ordering_key,
     )
-    .where(outbox_table.c.sent_at.is_(None))
+    .where(
+        outbox_table.c.sent_at.is_(None),
+        sa.not_(outbox_table.c.id == sa.func.any(sa.bindparam("skip", type_=pg.ARRAY(sa.BigInteger)))),
+    )
     .order_by(outbox_table.c.id)
     .limit(sa.bindparam("batch"))
     .with_for_update(skip_locked=True)
@@ -74,6 +85,9 @@ _MARK_SENT = (
     .where(outbox_table.c.id == sa.func.any(sa.bindparam("ids", type_=pg.ARRAY(sa.BigInteger))))
     .values(sent_at=sa.func.now())
 )
+_REMEMBERED = 65_536
+"""How many ids published on the fast path are remembered (to let later commits of their keys
+queue behind them); far more than can be unsent at once."""
 
 
 class OutboxRelay:
@@ -99,23 +113,139 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._ticks = 0
+        # The fast path (see the module docstring).
+        self._queued: set[int] = set()
+        """Ids handed to the fast path and not yet published (nor given up)."""
+        self._published: dict[int, None] = {}
+        """Ids the fast path published (insertion-ordered; the oldest are forgotten)."""
+        self._unmarked: list[int] = []
+        """Ids published on the fast path and not yet marked sent."""
+        self._marking: list[int] = []
+        """Ids whose mark is in flight."""
+        self._tails: dict[str, asyncio.Task[bool]] = {}
+        """Per ordering key, the fast path's last publishing task (the next one waits for it)."""
+        self._marker: asyncio.Task[None] | None = None
 
     def wake(self) -> None:
-        """Ask for a pass now (called after a commit that wrote outbox rows)."""
+        """Ask for a pass now."""
         self._wake.set()
 
+    def committed(self, outbox: CommittedOutbox, /) -> None:
+        """A transaction committed these rows: publish them now if order allows, else ask for a pass.
+
+        Without a running loop (``start`` not called) nothing is published here: the rows wait for a
+        pass, as a relay that is switched off must leave them.
+        """
+        if not outbox.messages:
+            return
+        known = self._queued
+        if (
+            self._task is None
+            or any(m.id is None for m in outbox.messages)
+            or any(i not in known and i not in self._published for i in outbox.older)
+        ):
+            self.wake()
+            return
+        runs: dict[str, list[OutboxMessage]] = {}
+        for message in outbox.messages:
+            runs.setdefault(message.ordering_key, []).append(message)
+        loop = asyncio.get_running_loop()
+        for key, run in runs.items():
+            self._queued.update(m.id for m in run if m.id is not None)
+            previous = self._tails.get(key)
+            task = loop.create_task(self._publish_now(run, previous))
+            self._tails[key] = task
+            task.add_done_callback(partial(self._forget_tail, key))
+
+    def _forget_tail(self, key: str, task: asyncio.Task[bool], /) -> None:
+        if self._tails.get(key) is task:
+            del self._tails[key]
+
+    async def _publish_now(self, run: list[OutboxMessage], previous: asyncio.Task[bool] | None) -> bool:
+        """Publish one key's rows of one commit after that key's earlier fast-path rows; True when
+        all went. When an earlier run of the key failed, or a publish fails, the rest is left unsent
+        for a pass (which keeps the order) and the relay is woken."""
+        ok = True
+        if previous is not None:
+            try:
+                ok = await asyncio.shield(previous)
+            except Exception:  # a run that died is a run that failed
+                ok = False
+        published = 0
+        if ok:
+            for message in run:
+                try:
+                    await self.bus.publish(
+                        message.subject, message.payload, msg_id=message.msg_id, headers=message.headers
+                    )
+                except PublishError as exc:
+                    if self.metrics is not None:
+                        self.metrics.outbox_publish_errors.inc()
+                    logger.warning("outbox publish failed, left to the relay: %s", exc)
+                    ok = False
+                    break
+                row_id = message.id
+                assert row_id is not None
+                self._queued.discard(row_id)
+                self._published[row_id] = None
+                self._unmarked.append(row_id)
+                published += 1
+            while len(self._published) > _REMEMBERED:
+                del self._published[next(iter(self._published))]
+        for message in run[published:]:
+            self._queued.discard(message.id)  # pyright: ignore[reportArgumentType]
+        if published:
+            if self.metrics is not None:
+                self.metrics.outbox_published.inc(published)
+            if self._marker is None or self._marker.done():
+                self._marker = asyncio.get_running_loop().create_task(self._mark_published())
+        if not ok:
+            self.wake()
+        return ok
+
+    async def _mark_published(self) -> None:
+        """Mark the fast path's published rows sent: one statement for all published meanwhile."""
+        failures = 0
+        while self._unmarked:
+            self._marking, self._unmarked = self._unmarked, []
+            try:
+                async with self.engine.connect() as conn:
+                    await conn.execution_options(isolation_level="AUTOCOMMIT")
+                    await conn.execute(_MARK_SENT, {"ids": self._marking})
+            except Exception:
+                # Still unsent: retried here; after a crash a pass republishes them (the
+                # duplicate window drops the copies).
+                self._unmarked[:0] = self._marking
+                failures += 1
+                logger.warning(
+                    "marking %d published outbox rows sent failed", len(self._marking), exc_info=True
+                )
+                await asyncio.sleep(min(30.0, 0.5 * 2**failures))
+            finally:
+                self._marking = []
+
     def start(self) -> None:
-        """Run the relay loop in the background."""
+        """Run the relay loop in the background (and publish commits on the fast path)."""
         if self._task is None:
             self._task = asyncio.create_task(self._loop(), name="wf-outbox-relay")
 
     async def stop(self) -> None:
-        """Stop the loop (rows in flight stay unsent and are retried by the next relay)."""
+        """Stop the loop; let fast-path publishes finish and mark them sent, briefly (whatever is
+        left stays unsent and is republished by the next relay)."""
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        pending = [t for t in (*self._tails.values(), self._marker) if t is not None and not t.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=2.0)
+        if self._unmarked and (self._marker is None or self._marker.done()):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._mark_published(), timeout=2.0)
+        for leftover in (*self._tails.values(), self._marker):
+            if leftover is not None and not leftover.done():
+                leftover.cancel()
 
     async def _loop(self) -> None:
         failures = 0
@@ -152,7 +282,9 @@ class OutboxRelay:
     async def run_once(self) -> tuple[int, int]:
         """One transaction: lock a batch, publish what may go, mark it sent. Returns (published, taken)."""
         async with self.engine.begin() as conn:
-            rows = (await conn.execute(_TAKE, {"batch": self.batch_size})).all()
+            # Rows the fast path holds are its to publish (and to order).
+            skip = [*self._queued, *self._unmarked, *self._marking]
+            rows = (await conn.execute(_TAKE, {"batch": self.batch_size, "skip": skip})).all()
             if not rows:
                 return 0, 0
             # Every unsent row of our keys up to our last row, whoever holds it: a key may go only

@@ -161,7 +161,9 @@ class Platform:
     def tenant_db(self, tenant: TenantId, /) -> TenantDatabase:
         """Units of work in ``tenant``'s schema (the tenant must have passed the gate)."""
         relay = self._relay
-        return TenantDatabase(self.engine, tenant, on_outbox_commit=relay.wake if relay else lambda: None)
+        return TenantDatabase(
+            self.engine, tenant, on_outbox_commit=relay.committed if relay else lambda _: None
+        )
 
     async def ensure_active(self, tenant: TenantId, /) -> None:
         """The :class:`~wf_platform.auth.TenantGate`: provision on first use, 403 when suspended."""

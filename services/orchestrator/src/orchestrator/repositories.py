@@ -19,7 +19,13 @@ from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from orchestrator.tables import definitions, instances, step_attempts, timers
-from wf_platform.db import TENANT_SCHEMA, outbox_table
+from wf_platform.db import (
+    OUTBOX_WRITE_COLUMNS,
+    OUTBOX_WRITE_CTES,
+    TENANT_SCHEMA,
+    OutboxMessage,
+    outbox_parameters,
+)
 from workflow_core import InstanceState
 
 __all__ = ["AttemptRow", "DueTimer", "InstanceRepository", "InstanceRow", "TimerRepository", "Writes"]
@@ -91,7 +97,7 @@ def _row(row: Any) -> InstanceRow:
 
 
 _decode_state = msgspec.json.Decoder(InstanceState).decode
-_STATE_TEXT = sa.type_coerce(instances.c.state, sa.Text).label("state")
+_STATE_TEXT = sa.cast(instances.c.state, sa.Text).label("state")  # text on the wire: no jsonb codec
 _INSTANCE_COLUMNS = [*(c for c in instances.c if c.name != "state"), _STATE_TEXT]
 _UUIDS = pg.ARRAY(pg.UUID(as_uuid=False))
 
@@ -108,17 +114,27 @@ _LOCK = (
     .order_by(instances.c.id)
     .with_for_update()
 )
-_JOB_IDS = (
-    sa.select(sa.func.array_agg(step_attempts.c.job_id))
-    .where(step_attempts.c.instance_id == instances.c.id, _any(step_attempts.c.job_id, "ids"))
-    .scalar_subquery()
-    .label("job_ids")
+# Which instance each job belongs to: one index probe per job (LATERAL ... LIMIT 1). A plain
+# ``job_id = ANY(:ids)`` on a young tenant table (no statistics yet, a few thousand rows) was
+# planned as a sequential scan of every attempt: 7-15 ms per batch of results under load.
+_WANTED_JOBS = (
+    sa.func.unnest(sa.bindparam("ids", type_=_UUIDS)).table_valued("job_id").render_derived(name="wanted")
+)
+_OWNER = (
+    sa.select(step_attempts.c.instance_id)
+    .where(step_attempts.c.job_id == _WANTED_JOBS.c.job_id)
+    .limit(1)
+    .lateral("owner")
+)
+_OWNERS = (
+    sa.select(_OWNER.c.instance_id, sa.func.array_agg(_WANTED_JOBS.c.job_id).label("job_ids"))
+    .select_from(_WANTED_JOBS.join(_OWNER, sa.true()))
+    .group_by(_OWNER.c.instance_id)
+    .subquery("owners")
 )
 _LOCK_JOBS = (
-    sa.select(*_INSTANCE_COLUMNS, _JOB_IDS)
-    .where(
-        instances.c.id.in_(sa.select(step_attempts.c.instance_id).where(_any(step_attempts.c.job_id, "ids")))
-    )
+    sa.select(*_INSTANCE_COLUMNS, _OWNERS.c.job_ids)
+    .select_from(_OWNERS.join(instances, instances.c.id == _OWNERS.c.instance_id))
     .order_by(instances.c.id)
     .with_for_update(of=instances)
 )
@@ -164,15 +180,7 @@ _TIMER_COLUMNS = {
     "kind": "kind",
     "due": "due_at",
 }
-_OUTBOX_COLUMNS = {
-    "tenant": "tenant_id",
-    "subject": "subject",
-    "payload": "payload",
-    "headers": "headers",
-    "msg_id": "msg_id",
-    "key": "ordering_key",
-}
-_JSON_KEYS = frozenset({"error", "headers"})
+_JSON_KEYS = frozenset({"error"})
 
 
 def _arrays(
@@ -196,8 +204,9 @@ def _write_statement(schema: str, /) -> sa.TextClause:
     Rows go as arrays (``unnest``), so one prepared statement serves any number of them; the
     data-modifying CTEs all run whatever the final SELECT reads. An instance is updated only at
     the revision it was locked at. A timer is never both disarmed and armed here (``Writes``
-    cancels the two out), nor an attempt both added and finished. Outbox ids ascend in the order
-    the messages were published (``WITH ORDINALITY ... ORDER BY``). ``schema`` is a tenant schema
+    cancels the two out), nor an attempt both added and finished. The outbox rows are wf_platform's
+    fragment (:data:`~wf_platform.db.OUTBOX_WRITE_CTES`): their ids come back, and the unsent rows of
+    the same keys written before, for the relay's fast path. ``schema`` is a tenant schema
     name (validated, and quoted here); the timers and the outbox are in the shared schemas.
     """
     tenant = '"' + schema.replace('"', '""') + '"'
@@ -247,17 +256,8 @@ def _write_statement(schema: str, /) -> sa.TextClause:
                 SET tenant_id = excluded.tenant_id, instance_id = excluded.instance_id,
                     kind = excluded.kind, due_at = excluded.due_at
             RETURNING 1
-        ), published AS (
-            INSERT INTO {outbox_table.schema}.{outbox_table.name} (tenant_id, subject, payload, headers,
-                msg_id, ordering_key)
-            SELECT tenant_id, subject, payload, headers, msg_id, ordering_key FROM unnest(
-                CAST(:o_tenant AS text[]), CAST(:o_subject AS text[]), CAST(:o_payload AS bytea[]),
-                CAST(:o_headers AS jsonb[]), CAST(:o_msg_id AS text[]), CAST(:o_key AS text[])
-            ) WITH ORDINALITY AS o(tenant_id, subject, payload, headers, msg_id, ordering_key, n)
-            ORDER BY n
-            RETURNING 1
-        )
-        SELECT (SELECT count(*) FROM updated) AS updated
+        ), {OUTBOX_WRITE_CTES}
+        SELECT (SELECT count(*) FROM updated) AS updated, {OUTBOX_WRITE_COLUMNS}
         """  # noqa: S608 - our own table names and a validated schema name, never input
     )
 
@@ -434,18 +434,23 @@ class InstanceRepository:
             jobs.update(dict.fromkeys(map(str, r.job_ids), row.id))
         return jobs, locked
 
-    async def write(self, writes: Writes, outbox: Sequence[Mapping[str, Any]] = (), /) -> None:
+    async def write(
+        self, writes: Writes, outbox: Sequence[OutboxMessage] = (), /
+    ) -> tuple[list[int] | None, list[int] | None]:
         """Flush a transaction's writes and its outbox rows (:meth:`UnitOfWork.take_outbox`) with
         one statement, whatever their number (see :func:`_write_statement`).
+
+        Returns:
+            What :meth:`UnitOfWork.outbox_written` takes: the outbox ids, the older unsent ids.
 
         Raises:
             LookupError: an instance was not at the revision it was locked at (cannot happen while
                 the lock is held; checked because a lost update would be silent).
         """
         if writes.empty and not outbox:
-            return
+            return [], []
         states = writes.instances.items()
-        updated = (
+        row = (
             await self.conn.execute(
                 _write_statement(self.schema),
                 {
@@ -460,12 +465,13 @@ class InstanceRepository:
                     **_arrays("f", writes.attempts_finished.values(), _FINISH_COLUMNS),
                     "t_deleted": sorted(writes.timers_deleted),
                     **_arrays("t", writes.timers_added.values(), _TIMER_COLUMNS),
-                    **_arrays("o", outbox, _OUTBOX_COLUMNS),
+                    **outbox_parameters(outbox),
                 },
             )
-        ).scalar_one()
-        if updated != len(writes.instances):
-            raise LookupError(f"{len(writes.instances) - updated} instance(s) changed under their lock")
+        ).one()
+        if row.updated != len(writes.instances):
+            raise LookupError(f"{len(writes.instances) - row.updated} instance(s) changed under their lock")
+        return row.outbox_ids, row.outbox_older
 
     async def list(
         self,

@@ -28,7 +28,7 @@ from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.repositories import InstanceRepository, InstanceRow, Writes
 from orchestrator.starts import PendingStart, StartBatcher
 from wf_platform.db import UnitOfWork
-from wf_platform.telemetry import extract_context, tracer
+from wf_platform.telemetry import continued_span, span
 from workflow_core import InstanceState, WorkflowDefinition, WorkflowMachine
 from workflow_core.engine import Transition
 from workflow_core.messages import (
@@ -126,9 +126,8 @@ class Runtime:
     @contextmanager
     def instance_span(self, name: str, traceparent: str | None, /, **attributes: Any) -> Generator[Span]:
         """A span in the instance's trace (a child of its stored trace context)."""
-        parent = extract_context({"traceparent": traceparent} if traceparent else None)
-        with tracer().start_as_current_span(
-            name, context=parent, kind=SpanKind.INTERNAL, attributes=attributes
+        with continued_span(
+            name, {"traceparent": traceparent} if traceparent else None, **attributes
         ) as span:
             yield span
 
@@ -280,10 +279,10 @@ class Runtime:
             deadline=deadline,
             definition=ref,
         )
-        with tracer().start_as_current_span(
+        with span(
             f"dispatch {command.step_type}",
             kind=SpanKind.PRODUCER,
-            attributes={"wf.job_id": command.job_id, "wf.attempt": command.attempt, "wf.step": command.step},
+            **{"wf.job_id": command.job_id, "wf.attempt": command.attempt, "wf.step": command.step},
         ):
             await uow.publish(
                 job_subject(tenant, command.step_type),
@@ -431,4 +430,5 @@ class Batch:
     async def flush(self) -> None:
         """Write everything the applied events changed and their outbox rows (still inside the
         transaction): one statement."""
-        await self.repo.write(self.writes, self.uow.take_outbox())
+        outbox = self.uow.take_outbox()
+        self.uow.outbox_written(outbox, *await self.repo.write(self.writes, outbox))

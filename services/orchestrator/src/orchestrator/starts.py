@@ -118,7 +118,8 @@ class StartBatcher:
                     await self.effects(uow, writes, start)
                 finally:
                     otel_context.detach(token)
-            await repo.write(writes, uow.take_outbox())
+            outbox = uow.take_outbox()
+            uow.outbox_written(outbox, *await repo.write(writes, outbox))
         return stored
 
 
