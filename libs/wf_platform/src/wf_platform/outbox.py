@@ -85,6 +85,7 @@ _MARK_SENT = (
     .where(outbox_table.c.id == sa.func.any(sa.bindparam("ids", type_=pg.ARRAY(sa.BigInteger))))
     .values(sent_at=sa.func.now())
 )
+_MARK_SENT_SQL = "UPDATE wf.outbox SET sent_at = now() WHERE id = ANY($1::bigint[])"
 _REMEMBERED = 65_536
 """How many ids published on the fast path are remembered (to let later commits of their keys
 queue behind them); far more than can be unsent at once."""
@@ -210,8 +211,10 @@ class OutboxRelay:
             self._marking, self._unmarked = self._unmarked, []
             try:
                 async with self.engine.connect() as conn:
-                    await conn.execution_options(isolation_level="AUTOCOMMIT")
-                    await conn.execute(_MARK_SENT, {"ids": self._marking})
+                    # One statement is its own transaction: sent on the driver's connection, so no
+                    # BEGIN / COMMIT round trips around it (and no session setting changed).
+                    raw = await conn.get_raw_connection()
+                    await raw.driver_connection.execute(_MARK_SENT_SQL, self._marking)  # pyright: ignore[reportOptionalMemberAccess]
             except Exception:
                 # Still unsent: retried here; after a crash a pass republishes them (the
                 # duplicate window drops the copies).
