@@ -123,7 +123,14 @@ def create_engine(
     when the server cannot even receive a cancel). Pass ``command_timeout=None`` for long
     administrative work (the ``migrate`` command does).
     """
-    connect_args: dict[str, Any] = {"timeout": connect_timeout}
+    connect_args: dict[str, Any] = {
+        "timeout": connect_timeout,
+        # Every statement planned with its actual parameters and the tables' current size. A
+        # tenant's tables start empty and grow fast; a cached generic plan made while they were
+        # small (a sequential scan, say) stays until autovacuum's next ANALYZE, a minute or more.
+        # Planning is cheap next to the batched statements it serves.
+        "server_settings": {"plan_cache_mode": "force_custom_plan"},
+    }
     if command_timeout is not None:
         connect_args["command_timeout"] = command_timeout
     return create_async_engine(
