@@ -65,3 +65,63 @@ async def test_a_failed_pull_unsubscribes_before_binding_again(monkeypatch: Any)
     assert len(made) >= 2
     assert made[0].unsubscribed  # the failed one was released
     assert made[1].unsubscribed  # stop() releases the current one
+
+
+class _Batches:
+    """Hands out numbered one-message batches, as many as asked for."""
+
+    def __init__(self) -> None:
+        self.handed = 0
+
+    async def next_batch(self, max_messages: int, /, *, timeout: float) -> list[Any]:
+        self.handed += 1
+        return [self.handed]
+
+    async def close(self) -> None:
+        return None
+
+
+async def _handled_while_first_waits(monkeypatch: Any, *, pipeline: int) -> list[int]:
+    """Batches handled (started) while the first one waits, e.g. on its commit."""
+    batches = _Batches()
+    first_may_finish = asyncio.Event()
+    started: list[int] = []
+
+    async def subscribe() -> _Batches:
+        return batches
+
+    async def handle_batch(messages: list[Any]) -> None:
+        started.append(messages[0])
+        if messages[0] == 1:
+            await first_may_finish.wait()
+        else:
+            await asyncio.sleep(3600)  # the others wait too: the pipeline stays full
+
+    async def handle(_message: Any) -> None:
+        return None
+
+    consumer = PullConsumer(
+        _FakeClient(),  # type: ignore[arg-type]
+        stream="S",
+        durable="d",
+        filter_subjects=["s.>"],
+        handle=handle,
+        handle_batch=handle_batch,
+        batch=10,
+        ack_wait=5.0,
+        pipeline=pipeline,
+    )
+    monkeypatch.setattr(consumer, "subscribe", subscribe)
+    consumer.start()
+    try:
+        for _ in range(20):
+            await asyncio.sleep(0.005)
+        return list(started)
+    finally:
+        first_may_finish.set()
+        await consumer.stop()
+
+
+async def test_batches_are_pipelined_up_to_the_limit(monkeypatch: Any) -> None:
+    assert await _handled_while_first_waits(monkeypatch, pipeline=1) == [1]
+    assert await _handled_while_first_waits(monkeypatch, pipeline=3) == [1, 2, 3]

@@ -49,6 +49,7 @@ class PullConsumer:
         batch: int,
         ack_wait: float,
         concurrency: int = 8,
+        pipeline: int = 1,
     ) -> None:
         self.nc = nc
         self.js = nc.jetstream()  # pyright: ignore[reportUnknownMemberType]
@@ -60,6 +61,7 @@ class PullConsumer:
         self.batch = batch
         self.ack_wait = ack_wait
         self.concurrency = concurrency
+        self.pipeline = pipeline
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._subscription: PullStream | None = None
@@ -121,25 +123,55 @@ class PullConsumer:
         await asyncio.gather(*(limited(m) for m in messages))
 
     async def run(self) -> None:
-        """Pull and handle until stopped; re-binds and retries after errors."""
+        """Pull and handle until stopped; re-binds and retries after errors.
+
+        Up to ``pipeline`` batches are handled at once: while one batch waits on the database, the
+        next is already being applied (messages of one key in two batches are serialized by the
+        database's row locks, not by this loop).
+        """
         subscription: PullStream | None = None
-        while not self._stopping.is_set():
+        slots = asyncio.Semaphore(self.pipeline)
+        running: set[asyncio.Task[None]] = set()
+
+        async def handle(messages: list[Msg]) -> None:
             try:
-                if subscription is None:
-                    subscription = self._subscription = await self.subscribe()
-                messages = await subscription.next_batch(self.batch, timeout=1.0)
-                if messages:
-                    await self._handle_batch(messages)
-            except asyncio.CancelledError:
-                raise
+                await self._handle_batch(messages)
             except Exception:
-                logger.exception("consumer %s failed; retrying", self.durable)
-                if subscription is not None:
-                    # Its inbox subscription would otherwise stay on the connection, one per failure.
-                    with contextlib.suppress(Exception):
-                        await subscription.close()
-                subscription = self._subscription = None
-                await asyncio.sleep(1.0)
+                # Unsettled messages come back after the ack wait.
+                logger.exception("consumer %s: a batch failed", self.durable)
+            finally:
+                slots.release()
+
+        try:
+            while not self._stopping.is_set():
+                try:
+                    if subscription is None:
+                        subscription = self._subscription = await self.subscribe()
+                    await slots.acquire()
+                    try:
+                        messages = await subscription.next_batch(self.batch, timeout=1.0)
+                    except BaseException:
+                        slots.release()
+                        raise
+                    if not messages:
+                        slots.release()
+                        continue
+                    task = asyncio.get_running_loop().create_task(handle(messages))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    logger.exception("consumer %s failed; retrying", self.durable)
+                    if subscription is not None:
+                        # Its inbox subscription would otherwise stay on the connection, one per failure.
+                        with contextlib.suppress(Exception):
+                            await subscription.close()
+                    subscription = self._subscription = None
+                    await asyncio.sleep(1.0)
+        finally:
+            for task in running:
+                task.cancel()
 
 
 async def settle(message: Msg, apply: Callable[[], Awaitable[None]], /, *, retry_delay: float = 1.0) -> None:

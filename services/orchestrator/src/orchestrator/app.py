@@ -114,6 +114,7 @@ class Orchestrator:
                     batch=self.settings.consumer_batch,
                     ack_wait=self.settings.consumer_ack_wait_seconds,
                     concurrency=concurrency,
+                    pipeline=self.settings.consumer_pipeline,
                 )
                 consumer.start()
                 self.consumers.append(consumer)

@@ -35,6 +35,8 @@ class Settings(ServiceSettings):
     consumer_ack_wait_seconds: float = 30.0
     consumer_concurrency: int = 8
     """Messages of a fetched batch applied at once (keep below db_pool_size)."""
+    consumer_pipeline: int = 2
+    """Fetched batches handled at once: the next is applied while the previous waits on its commit."""
     timer_poll_seconds: float = 0.2
     """How often due timers are looked for (retries, deadlines, timer steps, task due dates)."""
     default_job_timeout_seconds: float = 300.0
