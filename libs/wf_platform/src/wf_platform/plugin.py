@@ -57,7 +57,7 @@ from wf_platform.outbox import OutboxRelay
 from wf_platform.problems import ServiceUnavailableError, exception_handlers
 from wf_platform.settings import ServiceSettings
 from wf_platform.streams import WF_EVENTS, StreamSpec, ensure_stream
-from wf_platform.telemetry import install_tracer_provider
+from wf_platform.telemetry import RequestTracingMiddleware, install_tracer_provider
 from wf_platform.tenancy import TenantId
 from wf_platform.tenants import TenantRegistry
 
@@ -301,7 +301,7 @@ class PlatformPlugin(InitPlugin):
         app_config.middleware = [
             DefineMiddleware(HttpMetricsMiddleware, metrics=platform.metrics),
             DefineMiddleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
-            otel.middleware,
+            DefineMiddleware(RequestTracingMiddleware, traced=otel.middleware),
             DefineMiddleware(
                 JwtAuthMiddleware,
                 verifier=lambda: platform.verifier,

@@ -11,7 +11,8 @@ process; later calls (several apps in one test process) reuse it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Generator, Mapping
+import random
+from collections.abc import Callable, Generator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -21,12 +22,13 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, DEFAULT_ON, Sampler, SamplingResult
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from wf_platform.settings import TelemetrySettings
 
 __all__ = [
+    "RequestTracingMiddleware",
     "add_span_processor",
     "consumer_span",
     "continued_span",
@@ -183,6 +185,43 @@ def continued_span(
             return
     with tracer().start_as_current_span(name, context=parent, kind=kind, attributes=attributes) as current:
         yield current
+
+
+class RequestTracingMiddleware:
+    """The HTTP side of tracing (an ASGI middleware).
+
+    While spans are recorded: OpenTelemetry's ASGI middleware (``traced``, a SERVER span per
+    request). While nothing records them: the caller's ``traceparent`` is made current as it is (or,
+    without one, a fresh trace id), so the request's logs, the instance it starts and the messages
+    it causes still share one trace id, without the middleware's per-request work (span, attributes,
+    wrapped ``receive`` and ``send``: ~6 % of the orchestrator's CPU on starts).
+    """
+
+    def __init__(self, app: Any, *, traced: Callable[[Any], Any]) -> None:
+        self.app = app
+        self.traced = traced(app)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or _recording():
+            await self.traced(scope, receive, send)
+            return
+        carrier = {
+            name.decode(): value.decode("latin-1")
+            for name, value in scope["headers"]
+            if name in (b"traceparent", b"tracestate")
+        }
+        parent = _propagator.extract(carrier) if carrier else otel_context.Context()
+        if not trace.get_current_span(parent).get_span_context().is_valid:
+            # Ids only, not secrets: the SDK's own RandomIdGenerator uses ``random`` too.
+            fresh = SpanContext(
+                trace_id=random.getrandbits(128), span_id=random.getrandbits(64), is_remote=False
+            )
+            parent = trace.set_span_in_context(NonRecordingSpan(fresh), parent)
+        token = otel_context.attach(parent)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            otel_context.detach(token)
 
 
 @contextmanager
