@@ -28,6 +28,26 @@ class _FakeClient:
         return object()
 
 
+async def _ignore(_message: Any) -> None:
+    return None
+
+
+def _consumer(monkeypatch: Any, subscribe: Any, **options: Any) -> PullConsumer:
+    """A consumer on a fake connection whose ``subscribe`` gives the test's subscriptions."""
+    consumer = PullConsumer(
+        _FakeClient(),  # type: ignore[arg-type]
+        stream="S",
+        durable="d",
+        filter_subjects=["s.>"],
+        handle=_ignore,
+        batch=10,
+        ack_wait=5.0,
+        **options,
+    )
+    monkeypatch.setattr(consumer, "subscribe", subscribe)
+    return consumer
+
+
 async def test_a_failed_pull_unsubscribes_before_binding_again(monkeypatch: Any) -> None:
     import wf_platform.consumers as consumers
 
@@ -43,19 +63,7 @@ async def test_a_failed_pull_unsubscribes_before_binding_again(monkeypatch: Any)
         made.append(_Subscription(fail=len(made) == 0))
         return made[-1]
 
-    async def handle(_message: Any) -> None:
-        return None
-
-    consumer = PullConsumer(
-        _FakeClient(),  # type: ignore[arg-type]
-        stream="S",
-        durable="d",
-        filter_subjects=["s.>"],
-        handle=handle,
-        batch=10,
-        ack_wait=5.0,
-    )
-    monkeypatch.setattr(consumer, "subscribe", subscribe)
+    consumer = _consumer(monkeypatch, subscribe)
     consumer.start()
     for _ in range(200):
         if len(made) >= 2:
@@ -97,21 +105,7 @@ async def _handled_while_first_waits(monkeypatch: Any, *, pipeline: int) -> list
         else:
             await asyncio.sleep(3600)  # the others wait too: the pipeline stays full
 
-    async def handle(_message: Any) -> None:
-        return None
-
-    consumer = PullConsumer(
-        _FakeClient(),  # type: ignore[arg-type]
-        stream="S",
-        durable="d",
-        filter_subjects=["s.>"],
-        handle=handle,
-        handle_batch=handle_batch,
-        batch=10,
-        ack_wait=5.0,
-        pipeline=pipeline,
-    )
-    monkeypatch.setattr(consumer, "subscribe", subscribe)
+    consumer = _consumer(monkeypatch, subscribe, handle_batch=handle_batch, pipeline=pipeline)
     consumer.start()
     try:
         for _ in range(20):
