@@ -5,6 +5,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import asyncpg  # pyright: ignore[reportMissingTypeStubs]
+
+from wf_platform.tenancy import TenantId, tenant_schema
+
 from .conftest import Suite, ok
 
 
@@ -125,3 +129,22 @@ async def test_a_starter_without_definitions_read_can_start_what_it_may_start(su
     nobody = suite.headers(roles=("tasks:work",))
     refused = await suite.api.post("/v1/instances", json={"definition": "api", "input": {}}, headers=nobody)
     assert refused.status_code == 403
+
+
+async def test_instance_pages_keep_room_for_updates_on_the_page(suite: Suite) -> None:
+    """Tenant migration 0002: instances are updated on every step; fillfactor 70 keeps those updates
+    on the row's page (no index writes)."""
+    await suite.register(one_step())
+    await suite.start("api")
+    conn = await asyncpg.connect(
+        suite.settings.database_url.replace("postgresql+asyncpg://", "postgresql://")
+    )
+    try:
+        options = await conn.fetchval(
+            "SELECT c.reloptions FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = $1 AND c.relname = 'instances'",
+            tenant_schema(TenantId(suite.tenant)),
+        )
+    finally:
+        await conn.close()
+    assert options == ["fillfactor=70"]
