@@ -41,6 +41,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
+from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from wf_platform.bus import EventBus, PublishError
@@ -85,7 +86,9 @@ _MARK_SENT = (
     .where(outbox_table.c.id == sa.func.any(sa.bindparam("ids", type_=pg.ARRAY(sa.BigInteger))))
     .values(sent_at=sa.func.now())
 )
-_MARK_SENT_SQL = "UPDATE wf.outbox SET sent_at = now() WHERE id = ANY($1::bigint[])"
+# The same statement for the fast path's batched mark, sent on the driver connection (one positional
+# array parameter, ``$1``).
+_MARK_SENT_SQL = str(_MARK_SENT.compile(dialect=asyncpg_dialect()))
 _REMEMBERED = 65_536
 """How many ids published on the fast path are remembered (to let later commits of their keys
 queue behind them); far more than can be unsent at once."""
@@ -139,11 +142,10 @@ class OutboxRelay:
         """
         if not outbox.messages:
             return
-        known = self._queued
         if (
             self._task is None
             or any(m.id is None for m in outbox.messages)
-            or any(i not in known and i not in self._published for i in outbox.older)
+            or any(i not in self._queued and i not in self._published for i in outbox.older)
         ):
             self.wake()
             return
@@ -152,7 +154,7 @@ class OutboxRelay:
             runs.setdefault(message.ordering_key, []).append(message)
         loop = asyncio.get_running_loop()
         for key, run in runs.items():
-            self._queued.update(m.id for m in run if m.id is not None)
+            self._queued.update(m.id for m in run)  # pyright: ignore[reportArgumentType] - ids checked above
             previous = self._tails.get(key)
             task = loop.create_task(self._publish_now(run, previous))
             self._tails[key] = task

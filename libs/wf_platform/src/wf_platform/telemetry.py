@@ -210,7 +210,7 @@ class RequestTracingMiddleware:
             for name, value in scope["headers"]
             if name in (b"traceparent", b"tracestate")
         }
-        parent = _propagator.extract(carrier) if carrier else otel_context.Context()
+        parent = extract_context(carrier)
         if not trace.get_current_span(parent).get_span_context().is_valid:
             # Ids only, not secrets: the SDK's own RandomIdGenerator uses ``random`` too.
             fresh = SpanContext(
