@@ -276,9 +276,12 @@ async def test_a_remembered_token_still_expires(keys: SigningKeys) -> None:
     import asyncio
 
     verifier = JwtVerifier(StaticKeySource(keys.public_pem), issuer=ISS, audience=AUD, leeway_seconds=0)
-    token = keys.token(tenant="acme", ttl=1)
+    # A fractional exp a full second ahead: `ttl=1` on whole seconds could already be past when
+    # the clock stood near the end of a second (this flaked once in CI).
+    expires_at = time.time() + 1.0
+    token = keys.token(tenant="acme", exp=expires_at)
     assert (await verifier.verify(token)).tenant == "acme"
-    await asyncio.sleep(1.2)
+    await asyncio.sleep(expires_at - time.time() + 0.2)
     with pytest.raises(InvalidTokenError):
         await verifier.verify(token)
 
