@@ -120,6 +120,10 @@ async def test_pooled_connections_never_carry_a_tenant_schema(stack: Stack) -> N
 
     def listener_for(service: str) -> Any:
         def on_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+            # Sampled outside any transaction: inside one, the transaction's own settings (a
+            # ``BEGIN ISOLATION LEVEL ...``) would show as session settings though none is left.
+            autocommit = dbapi_connection.autocommit
+            dbapi_connection.autocommit = True
             cursor = dbapi_connection.cursor()
             try:
                 cursor.execute(
@@ -132,7 +136,7 @@ async def test_pooled_connections_never_carry_a_tenant_schema(stack: Stack) -> N
                 search_path, schemas, session = cursor.fetchone()
             finally:
                 cursor.close()
-                dbapi_connection.rollback()  # leave no transaction open for the request
+                dbapi_connection.autocommit = autocommit
             samples.append((service, search_path, schemas, session))
 
         return on_checkout

@@ -35,6 +35,13 @@ class OrchestratorMetrics:
         self.timers_fired = Counter(
             "wf_timers_fired", "Durable timers fired, by kind.", ["kind"], registry=registry
         )
+        self.write_conflicts = Counter(
+            "wf_write_conflicts",
+            "Single-statement start writes that found an idempotency key taken (they wrote "
+            "nothing and the starts were written again in a transaction), by source.",
+            ["source"],
+            registry=registry,
+        )
         self.transition_seconds = Histogram(
             "wf_transition_seconds",
             "Time to apply one event in its transaction (lock, engine, store, outbox), by source.",

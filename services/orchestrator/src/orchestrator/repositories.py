@@ -1,8 +1,8 @@
 """The only module that speaks SQL: instances, step attempts, stored definitions, timers.
 
-Every method runs on the caller's unit of work (one transaction in the tenant's schema); the
-timer table lives in the shared ``orch`` schema of the same database, so a timer and the state
-change it belongs to commit together.
+Every method runs on the caller's unit of work in the tenant's schema (a transaction, or a
+single-statement unit whose one write commits by itself); the timer table lives in the shared
+``orch`` schema of the same database, so a timer and the state change it belongs to commit together.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from orchestrator.tables import definitions, instances, step_attempts, timers
@@ -28,7 +29,16 @@ from wf_platform.db import (
 )
 from workflow_core import InstanceState
 
-__all__ = ["AttemptRow", "DueTimer", "InstanceRepository", "InstanceRow", "TimerRepository", "Writes"]
+__all__ = [
+    "AttemptRow",
+    "DueTimer",
+    "InstanceRepository",
+    "InstanceRow",
+    "NewInstance",
+    "TimerRepository",
+    "WriteConflict",
+    "Writes",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +58,18 @@ class InstanceRow:
     created_at: datetime
     updated_at: datetime
     ended_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class NewInstance:
+    """An instance to store: its first state and what its start request said."""
+
+    state: InstanceState
+    trace_id: str | None
+    traceparent: str | None
+    idempotency_key: str | None
+    request_digest: str
+    created_by: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,69 +218,126 @@ def _arrays(
     }
 
 
+class WriteConflict(Exception):  # noqa: N818 - a condition to handle, not a failure
+    """A write found an instance no longer at the revision it was read at, or a start's idempotency
+    key taken: the statement wrote nothing."""
+
+
+_WRITE_CONFLICT_SQLSTATE = "WF409"
+"""Raised by ``orch.write_guard`` (shared migration 0002)."""
+
+
+def _quoted(schema: str, /) -> str:
+    return '"' + schema.replace('"', '""') + '"'
+
+
+# The statements' parts. Rows go as arrays (``unnest``), so one prepared statement serves any
+# number of them; data-modifying CTEs all run whatever the final SELECT reads.
+_UPDATED = """updated AS (
+    UPDATE {tenant}.instances AS i
+    SET status = v.status, state = v.state, revision = v.revision,
+        updated_at = v.updated_at, ended_at = v.ended_at
+    FROM unnest(
+        CAST(:i_id AS uuid[]), CAST(:i_locked AS integer[]), CAST(:i_status AS text[]),
+        CAST(:i_state AS jsonb[]), CAST(:i_revision AS integer[]),
+        CAST(:i_updated AS timestamptz[]), CAST(:i_ended AS timestamptz[])
+    ) AS v(id, locked, status, state, revision, updated_at, ended_at)
+    WHERE i.id = v.id AND i.revision = v.locked
+    RETURNING 1
+)"""
+_INSERTED = """inserted AS (
+    INSERT INTO {tenant}.instances (id, definition, version, status, business_key, state, revision,
+        trace_id, traceparent, idempotency_key, request_digest, created_by, created_at, updated_at,
+        ended_at)
+    SELECT id, definition, version, status, business_key, state, 1, trace_id, traceparent,
+        idempotency_key, request_digest, created_by, created_at, updated_at, ended_at
+    FROM unnest(
+        CAST(:n_id AS uuid[]), CAST(:n_definition AS text[]), CAST(:n_version AS text[]),
+        CAST(:n_status AS text[]), CAST(:n_business_key AS text[]), CAST(:n_state AS jsonb[]),
+        CAST(:n_trace_id AS text[]), CAST(:n_traceparent AS text[]), CAST(:n_key AS text[]),
+        CAST(:n_digest AS text[]), CAST(:n_created_by AS text[]), CAST(:n_created AS timestamptz[]),
+        CAST(:n_updated AS timestamptz[]), CAST(:n_ended AS timestamptz[])
+    ) AS v(id, definition, version, status, business_key, state, trace_id, traceparent,
+        idempotency_key, request_digest, created_by, created_at, updated_at, ended_at)
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING 1
+)"""
+_ADDED = """added AS (
+    INSERT INTO {tenant}.step_attempts (job_id, attempt, instance_id, step, step_type,
+        status, dispatched_at, deadline, finished_at, worker, error)
+    SELECT * FROM unnest(
+        CAST(:a_job AS uuid[]), CAST(:a_attempt AS integer[]), CAST(:a_instance AS uuid[]),
+        CAST(:a_step AS text[]), CAST(:a_type AS text[]), CAST(:a_status AS text[]),
+        CAST(:a_at AS timestamptz[]), CAST(:a_deadline AS timestamptz[]),
+        CAST(:a_finished AS timestamptz[]), CAST(:a_worker AS text[]), CAST(:a_error AS jsonb[])
+    )
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+)"""
+_FINISHED = """finished AS (
+    UPDATE {tenant}.step_attempts AS a
+    SET status = v.status, finished_at = v.finished_at, worker = v.worker, error = v.error
+    FROM unnest(
+        CAST(:f_job AS uuid[]), CAST(:f_attempt AS integer[]), CAST(:f_status AS text[]),
+        CAST(:f_at AS timestamptz[]), CAST(:f_worker AS text[]), CAST(:f_error AS jsonb[])
+    ) AS v(job_id, attempt, status, finished_at, worker, error)
+    WHERE a.job_id = v.job_id AND a.attempt = v.attempt
+    RETURNING 1
+)"""
+_DISARMED = """disarmed AS (
+    DELETE FROM {timers} WHERE timer_id = ANY(CAST(:t_deleted AS uuid[]))
+    RETURNING 1
+)"""
+_ARMED = """armed AS (
+    INSERT INTO {timers} (timer_id, tenant_id, instance_id, kind, due_at)
+    SELECT * FROM unnest(
+        CAST(:t_id AS uuid[]), CAST(:t_tenant AS text[]), CAST(:t_instance AS uuid[]),
+        CAST(:t_kind AS text[]), CAST(:t_due AS timestamptz[])
+    )
+    ON CONFLICT (timer_id) DO UPDATE
+        SET tenant_id = excluded.tenant_id, instance_id = excluded.instance_id,
+            kind = excluded.kind, due_at = excluded.due_at
+    RETURNING 1
+)"""
+
+
+def _statement(schema: str, parts: Sequence[str], guard: str, /) -> sa.TextClause:
+    """``WITH <parts>, <outbox> SELECT <guard>, <outbox ids>``: the guard (a condition on the
+    parts' results) fails the whole statement with :class:`WriteConflict` when false."""
+    ctes = [part.format(tenant=_quoted(schema), timers=f"{timers.schema}.{timers.name}") for part in parts]
+    return sa.text(
+        f"WITH {', '.join(ctes)}, {OUTBOX_WRITE_CTES}\n"
+        f"SELECT {timers.schema}.write_guard({guard}) AS guard, {OUTBOX_WRITE_COLUMNS}"
+    )
+
+
 @functools.lru_cache(maxsize=1024)  # one per tenant schema; rebuilt cheaply past that
 def _write_statement(schema: str, /) -> sa.TextClause:
-    """Everything a transaction writes, as one statement (one round trip): the instances' new
+    """Everything a transition writes, as one statement (one round trip): the instances' new
     states, the attempts dispatched and finished, the timers disarmed and armed, the outbox rows.
 
-    Rows go as arrays (``unnest``), so one prepared statement serves any number of them; the
-    data-modifying CTEs all run whatever the final SELECT reads. An instance is updated only at
-    the revision it was locked at. A timer is never both disarmed and armed here (``Writes``
+    Every instance is updated only at the revision it was locked at, else nothing is
+    written (:class:`WriteConflict`). A timer is never both disarmed and armed here (``Writes``
     cancels the two out), nor an attempt both added and finished. The outbox rows are wf_platform's
     fragment (:data:`~wf_platform.db.OUTBOX_WRITE_CTES`): their ids come back, and the unsent rows of
     the same keys written before, for the relay's fast path. ``schema`` is a tenant schema
     name (validated, and quoted here); the timers and the outbox are in the shared schemas.
     """
-    tenant = '"' + schema.replace('"', '""') + '"'
-    return sa.text(
-        f"""
-        WITH updated AS (
-            UPDATE {tenant}.{instances.name} AS i
-            SET status = v.status, state = v.state, revision = v.revision,
-                updated_at = v.updated_at, ended_at = v.ended_at
-            FROM unnest(
-                CAST(:i_id AS uuid[]), CAST(:i_locked AS integer[]), CAST(:i_status AS text[]),
-                CAST(:i_state AS jsonb[]), CAST(:i_revision AS integer[]),
-                CAST(:i_updated AS timestamptz[]), CAST(:i_ended AS timestamptz[])
-            ) AS v(id, locked, status, state, revision, updated_at, ended_at)
-            WHERE i.id = v.id AND i.revision = v.locked
-            RETURNING 1
-        ), added AS (
-            INSERT INTO {tenant}.{step_attempts.name} (job_id, attempt, instance_id, step, step_type,
-                status, dispatched_at, deadline, finished_at, worker, error)
-            SELECT * FROM unnest(
-                CAST(:a_job AS uuid[]), CAST(:a_attempt AS integer[]), CAST(:a_instance AS uuid[]),
-                CAST(:a_step AS text[]), CAST(:a_type AS text[]), CAST(:a_status AS text[]),
-                CAST(:a_at AS timestamptz[]), CAST(:a_deadline AS timestamptz[]),
-                CAST(:a_finished AS timestamptz[]), CAST(:a_worker AS text[]), CAST(:a_error AS jsonb[])
-            )
-            ON CONFLICT DO NOTHING
-            RETURNING 1
-        ), finished AS (
-            UPDATE {tenant}.{step_attempts.name} AS a
-            SET status = v.status, finished_at = v.finished_at, worker = v.worker, error = v.error
-            FROM unnest(
-                CAST(:f_job AS uuid[]), CAST(:f_attempt AS integer[]), CAST(:f_status AS text[]),
-                CAST(:f_at AS timestamptz[]), CAST(:f_worker AS text[]), CAST(:f_error AS jsonb[])
-            ) AS v(job_id, attempt, status, finished_at, worker, error)
-            WHERE a.job_id = v.job_id AND a.attempt = v.attempt
-            RETURNING 1
-        ), disarmed AS (
-            DELETE FROM {timers.schema}.{timers.name} WHERE timer_id = ANY(CAST(:t_deleted AS uuid[]))
-            RETURNING 1
-        ), armed AS (
-            INSERT INTO {timers.schema}.{timers.name} (timer_id, tenant_id, instance_id, kind, due_at)
-            SELECT * FROM unnest(
-                CAST(:t_id AS uuid[]), CAST(:t_tenant AS text[]), CAST(:t_instance AS uuid[]),
-                CAST(:t_kind AS text[]), CAST(:t_due AS timestamptz[])
-            )
-            ON CONFLICT (timer_id) DO UPDATE
-                SET tenant_id = excluded.tenant_id, instance_id = excluded.instance_id,
-                    kind = excluded.kind, due_at = excluded.due_at
-            RETURNING 1
-        ), {OUTBOX_WRITE_CTES}
-        SELECT (SELECT count(*) FROM updated) AS updated, {OUTBOX_WRITE_COLUMNS}
-        """  # noqa: S608 - our own table names and a validated schema name, never input
+    return _statement(
+        schema,
+        (_UPDATED, _ADDED, _FINISHED, _DISARMED, _ARMED),
+        "(SELECT count(*) FROM updated) = cardinality(CAST(:i_id AS uuid[]))",
+    )
+
+
+@functools.lru_cache(maxsize=1024)
+def _start_statement(schema: str, /) -> sa.TextClause:
+    """New instances with their first attempts, timers and outbox rows, as one statement; nothing
+    is written (:class:`WriteConflict`) when an idempotency key is already taken."""
+    return _statement(
+        schema,
+        (_INSERTED, _ADDED, _ARMED),
+        "(SELECT count(*) FROM inserted) = cardinality(CAST(:n_id AS uuid[]))",
     )
 
 
@@ -375,30 +454,27 @@ class InstanceRepository:
         mapping: Mapping[str | None, str] = options.get("schema_translate_map") or {}
         return mapping[TENANT_SCHEMA]
 
-    async def insert_many(
-        self, starts: Sequence[tuple[InstanceState, str | None, str | None, str | None, str, str]], /
-    ) -> set[str]:
-        """Store new instances, given as (state, trace id, traceparent, idempotency key, request
-        digest, created by); returns the ids stored (one whose idempotency key is taken is not)."""
+    async def insert_many(self, starts: Sequence[NewInstance], /) -> set[str]:
+        """Store new instances; returns the ids stored (one whose idempotency key is taken is not)."""
         values = [
             {
-                "id": state.instance_id,
-                "definition": state.definition,
-                "version": state.version,
-                "status": state.status.value,
-                "business_key": state.business_key,
-                "state": state,
+                "id": s.state.instance_id,
+                "definition": s.state.definition,
+                "version": s.state.version,
+                "status": s.state.status.value,
+                "business_key": s.state.business_key,
+                "state": s.state,
                 "revision": 1,
-                "trace_id": trace_id,
-                "traceparent": traceparent,
-                "idempotency_key": idempotency_key,
-                "request_digest": request_digest,
-                "created_by": created_by,
-                "created_at": state.started_at,
-                "updated_at": state.updated_at,
-                "ended_at": state.ended_at,
+                "trace_id": s.trace_id,
+                "traceparent": s.traceparent,
+                "idempotency_key": s.idempotency_key,
+                "request_digest": s.request_digest,
+                "created_by": s.created_by,
+                "created_at": s.state.started_at,
+                "updated_at": s.state.updated_at,
+                "ended_at": s.state.ended_at,
             }
-            for state, trace_id, traceparent, idempotency_key, request_digest, created_by in starts
+            for s in starts
         ]
         result = await self.conn.execute(_INSERT_INSTANCES, values)
         return {str(row.id) for row in result}
@@ -437,40 +513,84 @@ class InstanceRepository:
     async def write(
         self, writes: Writes, outbox: Sequence[OutboxMessage] = (), /
     ) -> tuple[list[int] | None, list[int] | None]:
-        """Flush a transaction's writes and its outbox rows (:meth:`UnitOfWork.take_outbox`) with
+        """Flush a unit of work's writes and its outbox rows (:meth:`UnitOfWork.take_outbox`) with
         one statement, whatever their number (see :func:`_write_statement`).
 
         Returns:
             What :meth:`UnitOfWork.outbox_written` takes: the outbox ids, the older unsent ids.
 
         Raises:
-            LookupError: an instance was not at the revision it was locked at (cannot happen while
-                the lock is held; checked because a lost update would be silent).
+            WriteConflict: an instance was no longer at the revision it was locked at; nothing was
+                written (cannot happen while the lock is held; checked because a lost update
+                would be silent).
         """
         if writes.empty and not outbox:
             return [], []
         states = writes.instances.items()
-        row = (
-            await self.conn.execute(
-                _write_statement(self.schema),
-                {
-                    "i_id": [instance_id for instance_id, _ in states],
-                    "i_locked": [locked for _, (locked, _, _) in states],
-                    "i_status": [state.status.value for _, (_, _, state) in states],
-                    "i_state": [_json_text(state) for _, (_, _, state) in states],
-                    "i_revision": [revision for _, (_, revision, _) in states],
-                    "i_updated": [state.updated_at for _, (_, _, state) in states],
-                    "i_ended": [state.ended_at for _, (_, _, state) in states],
-                    **_arrays("a", writes.attempts_added.values(), _ATTEMPT_COLUMNS),
-                    **_arrays("f", writes.attempts_finished.values(), _FINISH_COLUMNS),
-                    "t_deleted": sorted(writes.timers_deleted),
-                    **_arrays("t", writes.timers_added.values(), _TIMER_COLUMNS),
-                    **outbox_parameters(outbox),
-                },
-            )
-        ).one()
-        if row.updated != len(writes.instances):
-            raise LookupError(f"{len(writes.instances) - row.updated} instance(s) changed under their lock")
+        return await self._guarded(
+            _write_statement(self.schema),
+            {
+                "i_id": [instance_id for instance_id, _ in states],
+                "i_locked": [locked for _, (locked, _, _) in states],
+                "i_status": [state.status.value for _, (_, _, state) in states],
+                "i_state": [_json_text(state) for _, (_, _, state) in states],
+                "i_revision": [revision for _, (_, revision, _) in states],
+                "i_updated": [state.updated_at for _, (_, _, state) in states],
+                "i_ended": [state.ended_at for _, (_, _, state) in states],
+                **_arrays("a", writes.attempts_added.values(), _ATTEMPT_COLUMNS),
+                **_arrays("f", writes.attempts_finished.values(), _FINISH_COLUMNS),
+                "t_deleted": sorted(writes.timers_deleted),
+                **_arrays("t", writes.timers_added.values(), _TIMER_COLUMNS),
+                **outbox_parameters(outbox),
+            },
+        )
+
+    async def start(
+        self, starts: Sequence[NewInstance], writes: Writes, outbox: Sequence[OutboxMessage], /
+    ) -> tuple[list[int] | None, list[int] | None]:
+        """Store new instances with what their start causes (``writes``: attempts and timers, no
+        instance updates) and their outbox rows, with one statement (see :func:`_start_statement`).
+
+        Returns:
+            What :meth:`UnitOfWork.outbox_written` takes.
+
+        Raises:
+            WriteConflict: an idempotency key was taken; nothing was written.
+        """
+        if writes.instances or writes.attempts_finished or writes.timers_deleted:
+            raise ValueError("a start only adds instances, attempts and timers")
+        return await self._guarded(
+            _start_statement(self.schema),
+            {
+                "n_id": [s.state.instance_id for s in starts],
+                "n_definition": [s.state.definition for s in starts],
+                "n_version": [s.state.version for s in starts],
+                "n_status": [s.state.status.value for s in starts],
+                "n_business_key": [s.state.business_key for s in starts],
+                "n_state": [_json_text(s.state) for s in starts],
+                "n_trace_id": [s.trace_id for s in starts],
+                "n_traceparent": [s.traceparent for s in starts],
+                "n_key": [s.idempotency_key for s in starts],
+                "n_digest": [s.request_digest for s in starts],
+                "n_created_by": [s.created_by for s in starts],
+                "n_created": [s.state.started_at for s in starts],
+                "n_updated": [s.state.updated_at for s in starts],
+                "n_ended": [s.state.ended_at for s in starts],
+                **_arrays("a", writes.attempts_added.values(), _ATTEMPT_COLUMNS),
+                **_arrays("t", writes.timers_added.values(), _TIMER_COLUMNS),
+                **outbox_parameters(outbox),
+            },
+        )
+
+    async def _guarded(
+        self, statement: sa.TextClause, parameters: dict[str, Any], /
+    ) -> tuple[list[int] | None, list[int] | None]:
+        try:
+            row = (await self.conn.execute(statement, parameters)).one()
+        except DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) == _WRITE_CONFLICT_SQLSTATE:
+                raise WriteConflict(str(exc.orig)) from None
+            raise
         return row.outbox_ids, row.outbox_older
 
     async def list(

@@ -1,10 +1,13 @@
 """The runtime: drives workflow_core's pure engine inside database transactions.
 
-Every state change is one transaction on the tenant's schema: lock the instance row, apply the
-event with the instance's own definition version, store the new state (revision + 1), and carry
-out the engine's commands in the same transaction: step attempts and timers as rows, jobs, task
-commands and lifecycle events as outbox rows (published after commit by the relay with stable
-``Nats-Msg-Id``s). A crash anywhere before the commit leaves nothing; after it, everything.
+Every state change is atomic on the tenant's schema: read the instance row, apply the event with
+the instance's own definition version, and store the new state (revision + 1) together with the
+engine's commands: step attempts and timers as rows, jobs, task commands and lifecycle events as
+outbox rows (published after commit by the relay with stable ``Nats-Msg-Id``s). A crash anywhere
+before the commit leaves nothing; after it, everything.
+
+A change to existing instances is a transaction that locks their rows first; a start (new rows
+only) is one statement that commits by itself (see :mod:`orchestrator.starts`).
 
 Every transition is a span of the instance's trace (its stored ``traceparent``), whichever
 process applies it; the outbox stamps that span's ``traceparent`` on the messages it causes.
@@ -87,7 +90,9 @@ class Runtime:
     def __init__(self, cache: DefinitionCache, metrics: OrchestratorMetrics) -> None:
         self.cache = cache
         self.metrics = metrics
-        self.starts = StartBatcher(self._started)
+        self.starts = StartBatcher(
+            self._started, on_conflict=metrics.write_conflicts.labels(source="start").inc
+        )
 
     async def _started(self, uow: UnitOfWork, writes: Writes, start: PendingStart, /) -> None:
         """What a new instance causes in its start transaction: its ``started`` event, then the

@@ -3,8 +3,11 @@
 A start is one instance row, its first attempts and timers, and its outbox rows. Written one
 transaction per request, most of a start's cost is round trips (BEGIN, one statement per table,
 COMMIT) and the commit's WAL flush. :class:`StartBatcher` writes every start queued for a tenant
-in one transaction instead: the first start of an idle tenant goes at once (no added latency);
-starts arriving while that commit runs wait for it and then go together, up to ``max_batch``.
+with one statement instead, which commits by itself (no BEGIN, no COMMIT): the first start of an
+idle tenant goes at once (no added latency); starts arriving while that write runs wait for it and
+then go together, up to ``max_batch``. A batch whose definition version must be stored first, or
+whose statement found an idempotency key taken (it then wrote nothing), is written in a
+transaction instead, where only the starts actually stored have effects.
 
 Each start keeps its own trace: its outbox rows carry its own ``traceparent`` and its dispatch
 spans are children of its own start span (the OpenTelemetry context is captured at submit).
@@ -21,7 +24,7 @@ from dataclasses import dataclass, field
 
 from opentelemetry import context as otel_context
 
-from orchestrator.repositories import InstanceRepository, Writes
+from orchestrator.repositories import InstanceRepository, NewInstance, WriteConflict, Writes
 from wf_platform.db import TenantDatabase, UnitOfWork
 from workflow_core import InstanceState
 from workflow_core.models import Command
@@ -55,9 +58,13 @@ Effects = Callable[[UnitOfWork, Writes, PendingStart], Awaitable[None]]
 class StartBatcher:
     """Per-tenant group commit of starts; see the module docstring."""
 
-    def __init__(self, effects: Effects, *, max_batch: int = 64) -> None:
+    def __init__(
+        self, effects: Effects, *, max_batch: int = 64, on_conflict: Callable[[], None] | None = None
+    ) -> None:
         self.effects = effects
         self.max_batch = max_batch
+        self.on_conflict = on_conflict
+        """Called when a batch's statement found an idempotency key taken (and wrote nothing)."""
         self._queues: dict[str, list[PendingStart]] = {}
         self._writers: dict[str, asyncio.Task[None]] = {}
 
@@ -98,29 +105,63 @@ class StartBatcher:
             _settle(start, result=start.state.instance_id in stored)
 
     async def _write(self, db: TenantDatabase, batch: list[PendingStart]) -> set[str]:
+        """Store the batch; the ids stored (a start whose idempotency key is taken is not)."""
+        if all(s.definition is None for s in batch):
+            try:
+                await self._write_at_once(db, batch)
+            except WriteConflict:
+                # An idempotency key was taken meanwhile: sort the batch out in a transaction.
+                if self.on_conflict is not None:
+                    self.on_conflict()
+            else:
+                return {s.state.instance_id for s in batch}
+        return await self._write_in_transaction(db, batch)
+
+    async def _write_at_once(self, db: TenantDatabase, batch: list[PendingStart]) -> None:
+        """The common case: one statement that commits by itself (no BEGIN, no COMMIT), all or
+        nothing."""
+        async with db.single_statement() as uow:
+            writes = Writes()
+            for start in batch:
+                await self._effects_in_context(uow, writes, start)
+            outbox = uow.take_outbox()
+            repo = InstanceRepository(uow.conn)
+            uow.outbox_written(outbox, *await repo.start([_new_instance(s) for s in batch], writes, outbox))
+
+    async def _write_in_transaction(self, db: TenantDatabase, batch: list[PendingStart]) -> set[str]:
+        """Definitions to store first, or an idempotency key taken: insert, then the effects of
+        the starts actually stored."""
         async with db.transaction() as uow:
             repo = InstanceRepository(uow.conn)
             definitions = {s.definition[:2]: s.definition for s in batch if s.definition is not None}
             for name, version, digest, wire in definitions.values():
                 await repo.store_definition(name=name, version=version, digest=digest, wire=dict(wire))
-            stored = await repo.insert_many(
-                [
-                    (s.state, s.trace_id, s.traceparent, s.idempotency_key, s.request_digest, s.created_by)
-                    for s in batch
-                ]
-            )
+            stored = await repo.insert_many([_new_instance(s) for s in batch])
             writes = Writes()
             for start in batch:
-                if start.state.instance_id not in stored:
-                    continue
-                token = otel_context.attach(start.context)
-                try:
-                    await self.effects(uow, writes, start)
-                finally:
-                    otel_context.detach(token)
+                if start.state.instance_id in stored:
+                    await self._effects_in_context(uow, writes, start)
             outbox = uow.take_outbox()
             uow.outbox_written(outbox, *await repo.write(writes, outbox))
         return stored
+
+    async def _effects_in_context(self, uow: UnitOfWork, writes: Writes, start: PendingStart) -> None:
+        token = otel_context.attach(start.context)
+        try:
+            await self.effects(uow, writes, start)
+        finally:
+            otel_context.detach(token)
+
+
+def _new_instance(start: PendingStart) -> NewInstance:
+    return NewInstance(
+        state=start.state,
+        trace_id=start.trace_id,
+        traceparent=start.traceparent,
+        idempotency_key=start.idempotency_key,
+        request_digest=start.request_digest,
+        created_by=start.created_by,
+    )
 
 
 def _settle(start: PendingStart, *, result: bool = False, exception: BaseException | None = None) -> None:
