@@ -98,9 +98,11 @@ def suite_benchmark(
 
         async def drive() -> None:
             async with SuiteDriver(stack, connections=max(args.clients, 8)) as driver:
-                for shape in machine:
+                for index, shape in enumerate(machine):
                     name = f"bench_{shape.lower()}"
                     await driver.drain()  # what the previous shape left running
+                    if index:
+                        await settle(args)
                     await driver.closed_loop(name, clients=args.clients, duration=args.warmup)
                     jobs0, busy0 = stack.worker_stats()
                     profiler = start_profile(args, stack, shape)
@@ -133,6 +135,7 @@ def suite_benchmark(
                     results.append(top.to_json())
                     if args.half_duration > 0 and top.instances_per_s > 0:
                         rate = top.instances_per_s / 2
+                        await settle(args)
                         jobs0, busy0 = stack.worker_stats()
                         sampler = ProcessSampler(stack.process_groups()).start()
                         paced = await driver.paced(name, rate=rate, duration=args.half_duration)
@@ -166,6 +169,16 @@ def suite_benchmark(
 
         asyncio.run(drive())
     return results, info
+
+
+async def settle(args: argparse.Namespace) -> None:
+    """Idle before a measured phase. On this machine (a 2-vCPU VM) the same run gets slower the
+    longer the cores have been busy: W2 alone, repeated back to back with the same code, gave 105,
+    79 and 70 instances/s; after 40 s idle it is back near the first figure. Without a pause each
+    phase would pay for the ones before it (and autovacuum could not catch up)."""
+    if args.settle > 0:
+        log(f"settling {args.settle:.0f} s")
+        await asyncio.sleep(args.settle)
 
 
 def start_profile(
@@ -359,7 +372,16 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--warmup", type=float, default=5, help="seconds of warm-up per shape (not measured)")
     parser.add_argument(
-        "--half-duration", type=float, default=20, help="seconds of the paced half-max-load phase (0: skip)"
+        "--half-duration",
+        type=float,
+        default=20,
+        help="seconds of the paced half-max-load phase (0: skip)",
+    )
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=20,
+        help="seconds idle before each measured suite phase but the first (see settle())",
     )
     parser.add_argument("--clients", "-c", type=int, default=64, help="concurrent closed-loop clients C")
     parser.add_argument(
@@ -386,7 +408,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     if args.quick:
-        args.duration, args.warmup, args.half_duration = 3.0, 1.0, 3.0
+        args.duration, args.warmup, args.half_duration, args.settle = 3.0, 1.0, 3.0, 0.0
         args.memory_seconds, args.open_tasks = 3.0, min(args.open_tasks, 2_000)
         args.tenants = min(args.tenants, 20)
         # Few clients: at the suite's current rate, latency with many would exceed the short window.
