@@ -27,7 +27,7 @@ from typing import Any
 if not __package__:  # ``python bench/run.py``: make ``bench`` importable from the repository root
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import ProcessSampler, machine_info, make_result
+from bench.common import ProcessSampler, cpu_probe_ms, machine_info, make_result
 from bench.shapes import CRITICAL_PATH, MACHINE_SHAPES, SHAPE_STEPS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -302,8 +302,9 @@ def markdown(report: dict[str, Any], name: str) -> str:
     lines = [
         f"Run `{name}` ({report['started_at']}, commit `{report['git_commit'][:12]}`): {m['cpu_model']}, "
         f"{m['cores']} cores, {m['ram_gb']} GB, Python {m['python']}; everything co-located; "
-        f"load average {m['loadavg']} at the start, {m.get('loadavg_end')} at the end "
-        f"(the machine was shared with other work). Settings: C={report['settings']['clients']}, "
+        f"load average {m['loadavg']} at the start, {m.get('loadavg_end')} at the end; CPU probe "
+        f"(a fixed Python loop, lower is faster) {m.get('cpu_probe_ms')} ms at the start, "
+        f"{m.get('cpu_probe_ms_end')} ms at the end. Settings: C={report['settings']['clients']}, "
         f"N={report['settings']['workers']}, {report['settings']['duration']} s per shape after "
         f"{report['settings']['warmup']} s of warm-up.",
         "",
@@ -468,6 +469,7 @@ def main(argv: list[str] | None = None) -> int:
     report["targets"] = evaluate(results, report["memory"], report.get("tenants"))
     report["elapsed_s"] = round(time.time() - started, 1)
     report["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    report["machine"]["cpu_probe_ms_end"] = cpu_probe_ms()
     out_dir = Path(args.results_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now().strftime("%Y-%m-%d-%H%M")
