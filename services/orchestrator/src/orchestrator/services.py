@@ -23,7 +23,7 @@ from orchestrator.errors import (
     InstanceNotFoundError,
     NoIncidentError,
 )
-from orchestrator.repositories import AttemptRow, InstanceRepository, InstanceRow
+from orchestrator.repositories import AttemptRow, InstanceRepository, InstanceRow, NewInstance
 from orchestrator.runtime import Runtime, trace_id_of
 from orchestrator.starts import PendingStart
 from wf_platform.auth import Caller
@@ -298,16 +298,18 @@ class InstanceService:
             )
             state = transition.state
             pending = PendingStart(
-                state=state,
+                instance=NewInstance(
+                    state=state,
+                    trace_id=trace_id_of(span),
+                    traceparent=traceparent,
+                    idempotency_key=idempotency_key,
+                    request_digest=digest,
+                    created_by=self.caller.sub,
+                ),
                 commands=transition.commands,
                 definition=None
                 if self.cache.is_stored(tenant, resolved.name, resolved.version)
                 else (resolved.name, resolved.version, resolved.digest, resolved.wire),
-                trace_id=trace_id_of(span),
-                traceparent=traceparent,
-                idempotency_key=idempotency_key,
-                request_digest=digest,
-                created_by=self.caller.sub,
             )
             if not await self.runtime.starts.submit(self.db, pending):
                 assert idempotency_key is not None

@@ -38,17 +38,17 @@ logger = logging.getLogger("orchestrator.starts")
 class PendingStart:
     """One start waiting for its tenant's next commit."""
 
-    state: InstanceState
+    instance: NewInstance
     commands: list[Command]
     definition: tuple[str, str, str, dict[str, object]] | None
     """(name, version, digest, wire) when the tenant's table may not have this version yet."""
-    trace_id: str | None
-    traceparent: str | None
-    idempotency_key: str | None
-    request_digest: str
-    created_by: str
     context: otel_context.Context = field(default_factory=otel_context.get_current)
     done: asyncio.Future[bool] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+    @property
+    def state(self) -> InstanceState:
+        """The new instance's first state."""
+        return self.instance.state
 
 
 Effects = Callable[[UnitOfWork, Writes, PendingStart], Awaitable[None]]
@@ -126,7 +126,7 @@ class StartBatcher:
                 await self._effects_in_context(uow, writes, start)
             outbox = uow.take_outbox()
             repo = InstanceRepository(uow.conn)
-            uow.outbox_written(outbox, *await repo.start([_new_instance(s) for s in batch], writes, outbox))
+            uow.outbox_written(outbox, *await repo.start([s.instance for s in batch], writes, outbox))
 
     async def _write_in_transaction(self, db: TenantDatabase, batch: list[PendingStart]) -> set[str]:
         """Definitions to store first, or an idempotency key taken: insert, then the effects of
@@ -136,7 +136,7 @@ class StartBatcher:
             definitions = {s.definition[:2]: s.definition for s in batch if s.definition is not None}
             for name, version, digest, wire in definitions.values():
                 await repo.store_definition(name=name, version=version, digest=digest, wire=dict(wire))
-            stored = await repo.insert_many([_new_instance(s) for s in batch])
+            stored = await repo.insert_many([s.instance for s in batch])
             writes = Writes()
             for start in batch:
                 if start.state.instance_id in stored:
@@ -151,17 +151,6 @@ class StartBatcher:
             await self.effects(uow, writes, start)
         finally:
             otel_context.detach(token)
-
-
-def _new_instance(start: PendingStart) -> NewInstance:
-    return NewInstance(
-        state=start.state,
-        trace_id=start.trace_id,
-        traceparent=start.traceparent,
-        idempotency_key=start.idempotency_key,
-        request_digest=start.request_digest,
-        created_by=start.created_by,
-    )
 
 
 def _settle(start: PendingStart, *, result: bool = False, exception: BaseException | None = None) -> None:
