@@ -1,6 +1,6 @@
 """Guarded writes: a write statement whose checks fail writes nothing at all; a start is one
-statement that commits by itself, and one that finds its idempotency key taken is written again in
-a transaction."""
+statement that commits by itself, and one that finds its idempotency key taken writes nothing and
+returns the instance that took the key."""
 
 from __future__ import annotations
 

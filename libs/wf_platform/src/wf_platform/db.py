@@ -365,14 +365,12 @@ class TenantDatabase:
 
     @asynccontextmanager
     async def single_statement(self) -> AsyncGenerator[UnitOfWork]:
-        """A unit of work without a transaction block: it reads what it needs, then writes
-        everything, its outbox rows included (:data:`OUTBOX_WRITE_CTES`, :meth:`UnitOfWork.take_outbox`),
-        with one statement, which commits by itself. Two round trips fewer than :meth:`transaction`
-        (no BEGIN, no COMMIT).
-
-        Nothing stays locked between the reads and the write: the write must check what it read
-        (a revision) and fail as a whole when it changed. Outbox rows still queued at the end are
-        refused (:class:`RuntimeError`): they would need a second commit.
+        """A unit of work without a transaction block: it writes everything, its outbox rows
+        included (:data:`OUTBOX_WRITE_CTES`, :meth:`UnitOfWork.take_outbox`), with one statement,
+        which commits by itself. Two round trips fewer than :meth:`transaction` (no BEGIN, no
+        COMMIT). Whatever it reads first is not locked: the statement must check what it relies on
+        and fail as a whole otherwise. Outbox rows still queued at the end are refused
+        (:class:`RuntimeError`): they would need a second commit.
         """
         async with self.engine.connect() as conn:
             await conn.execution_options(

@@ -37,8 +37,8 @@ class OrchestratorMetrics:
         )
         self.write_conflicts = Counter(
             "wf_write_conflicts",
-            "Single-statement start writes that found an idempotency key taken (they wrote "
-            "nothing and the starts were written again in a transaction), by source.",
+            "Start writes that found an idempotency key taken (they wrote nothing; the batch's "
+            "starts were written again one by one), by source.",
             ["source"],
             registry=registry,
         )

@@ -160,11 +160,6 @@ _LOCK_JOBS = (
     .order_by(instances.c.id)
     .with_for_update(of=instances)
 )
-_INSERT_INSTANCES = (
-    pg.insert(instances)
-    .on_conflict_do_nothing(index_elements=[instances.c.idempotency_key])
-    .returning(instances.c.id)
-)
 _encode_json = msgspec.json.Encoder().encode
 
 
@@ -453,31 +448,6 @@ class InstanceRepository:
         options: Mapping[str, Any] = connection.get_execution_options()
         mapping: Mapping[str | None, str] = options.get("schema_translate_map") or {}
         return mapping[TENANT_SCHEMA]
-
-    async def insert_many(self, starts: Sequence[NewInstance], /) -> set[str]:
-        """Store new instances; returns the ids stored (one whose idempotency key is taken is not)."""
-        values = [
-            {
-                "id": s.state.instance_id,
-                "definition": s.state.definition,
-                "version": s.state.version,
-                "status": s.state.status.value,
-                "business_key": s.state.business_key,
-                "state": s.state,
-                "revision": 1,
-                "trace_id": s.trace_id,
-                "traceparent": s.traceparent,
-                "idempotency_key": s.idempotency_key,
-                "request_digest": s.request_digest,
-                "created_by": s.created_by,
-                "created_at": s.state.started_at,
-                "updated_at": s.state.updated_at,
-                "ended_at": s.state.ended_at,
-            }
-            for s in starts
-        ]
-        result = await self.conn.execute(_INSERT_INSTANCES, values)
-        return {str(row.id) for row in result}
 
     async def by_idempotency_key(self, key: str, /) -> InstanceRow | None:
         """The instance started with this key, if any."""

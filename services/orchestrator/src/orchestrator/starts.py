@@ -5,9 +5,9 @@ transaction per request, most of a start's cost is round trips (BEGIN, one state
 COMMIT) and the commit's WAL flush. :class:`StartBatcher` writes every start queued for a tenant
 with one statement instead, which commits by itself (no BEGIN, no COMMIT): the first start of an
 idle tenant goes at once (no added latency); starts arriving while that write runs wait for it and
-then go together, up to ``max_batch``. A batch whose definition version must be stored first, or
-whose statement found an idempotency key taken (it then wrote nothing), is written in a
-transaction instead, where only the starts actually stored have effects.
+then go together, up to ``max_batch``. A definition version the tenant's table may lack is stored
+first. A batch whose statement found an idempotency key taken (it then wrote nothing) is written
+again one start per statement, so that only that start is refused.
 
 Each start keeps its own trace: its outbox rows carry its own ``traceparent`` and its dispatch
 spans are children of its own start span (the OpenTelemetry context is captured at submit).
@@ -18,6 +18,7 @@ alone and the others are unaffected.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -106,20 +107,31 @@ class StartBatcher:
 
     async def _write(self, db: TenantDatabase, batch: list[PendingStart]) -> set[str]:
         """Store the batch; the ids stored (a start whose idempotency key is taken is not)."""
-        if all(s.definition is None for s in batch):
-            try:
-                await self._write_at_once(db, batch)
-            except WriteConflict:
-                # An idempotency key was taken meanwhile: sort the batch out in a transaction.
-                if self.on_conflict is not None:
-                    self.on_conflict()
-            else:
-                return {s.state.instance_id for s in batch}
-        return await self._write_in_transaction(db, batch)
+        definitions = {s.definition[:2]: s.definition for s in batch if s.definition is not None}
+        if definitions:
+            # Before the starts that need them; immutable, so storing one twice changes nothing.
+            async with db.transaction() as uow:
+                repo = InstanceRepository(uow.conn)
+                for name, version, digest, wire in definitions.values():
+                    await repo.store_definition(name=name, version=version, digest=digest, wire=dict(wire))
+        try:
+            await self._write_at_once(db, batch)
+        except WriteConflict:
+            if self.on_conflict is not None:
+                self.on_conflict()
+        else:
+            return {s.state.instance_id for s in batch}
+        # An idempotency key was taken meanwhile (the statement wrote nothing): each start alone,
+        # so that only the one whose key is taken is refused.
+        stored: set[str] = set()
+        for start in batch if len(batch) > 1 else ():
+            with contextlib.suppress(WriteConflict):
+                await self._write_at_once(db, [start])
+                stored.add(start.state.instance_id)
+        return stored
 
     async def _write_at_once(self, db: TenantDatabase, batch: list[PendingStart]) -> None:
-        """The common case: one statement that commits by itself (no BEGIN, no COMMIT), all or
-        nothing."""
+        """One statement that commits by itself (no BEGIN, no COMMIT), all or nothing."""
         async with db.single_statement() as uow:
             writes = Writes()
             for start in batch:
@@ -127,23 +139,6 @@ class StartBatcher:
             outbox = uow.take_outbox()
             repo = InstanceRepository(uow.conn)
             uow.outbox_written(outbox, *await repo.start([s.instance for s in batch], writes, outbox))
-
-    async def _write_in_transaction(self, db: TenantDatabase, batch: list[PendingStart]) -> set[str]:
-        """Definitions to store first, or an idempotency key taken: insert, then the effects of
-        the starts actually stored."""
-        async with db.transaction() as uow:
-            repo = InstanceRepository(uow.conn)
-            definitions = {s.definition[:2]: s.definition for s in batch if s.definition is not None}
-            for name, version, digest, wire in definitions.values():
-                await repo.store_definition(name=name, version=version, digest=digest, wire=dict(wire))
-            stored = await repo.insert_many([s.instance for s in batch])
-            writes = Writes()
-            for start in batch:
-                if start.state.instance_id in stored:
-                    await self._effects_in_context(uow, writes, start)
-            outbox = uow.take_outbox()
-            uow.outbox_written(outbox, *await repo.write(writes, outbox))
-        return stored
 
     async def _effects_in_context(self, uow: UnitOfWork, writes: Writes, start: PendingStart) -> None:
         token = otel_context.attach(start.context)
