@@ -356,3 +356,54 @@ async def test_wait_returns_when_the_instance_completes_fails_or_is_cancelled() 
     await engine.cancel(gated.id)
     assert (await asyncio.wait_for(patient, 5)).status is InstanceStatus.CANCELLED
     assert impatient.cancelled()
+
+
+class SlowOnce(BaseMachineStep):
+    """Overruns its deadline (1 s) on attempt 1 and keeps running until 1.3 s; attempt 2 runs from
+    ~1.01 s to ~1.61 s, within its own deadline (margins of 0.3 s or more either way)."""
+
+    name = "slow_once"
+    timeout = 1.0
+    retry = RetryPolicy(max_attempts=2, backoff="fixed", initial_interval=0.01)
+    ended: list[int] = []
+
+    async def execute(self, context: WorkflowContext) -> None:
+        await asyncio.sleep(1.3 if context.attempt == 1 else 0.6)
+        SlowOnce.ended.append(context.attempt)
+        context.set("attempt", context.attempt)
+
+
+async def test_aclose_stops_a_retry_after_the_late_attempt_of_the_same_job_ended() -> None:
+    # A deadline retry reuses the job id: the late attempt 1 ends (and leaves the running jobs)
+    # while attempt 2 still runs; attempt 2 must still be known as running, and stopped by aclose.
+    SlowOnce.ended = []
+    engine = LocalEngine()
+    instance = await engine.start(WorkflowDefinition("slow", "1.0.0", steps={"slow_once": SlowOnce}))
+    deadline = time.monotonic() + 5
+    while SlowOnce.ended != [1] and time.monotonic() < deadline:  # noqa: ASYNC110 - bounded poll
+        await asyncio.sleep(0.01)
+    assert SlowOnce.ended == [1]
+    assert engine.get(instance.id).status is InstanceStatus.RUNNING  # attempt 2 runs
+    await engine.aclose()
+    await asyncio.sleep(0.5)  # attempt 2 would have ended by now
+    assert SlowOnce.ended == [1]
+
+
+def test_a_forked_process_makes_other_instance_ids_than_its_parent() -> None:
+    # Instance ids come from a pool of random bytes read ahead; a forked child must not reuse it.
+    import os
+
+    from workflow_core.local import _uuid4  # pyright: ignore[reportPrivateUsage]
+
+    _uuid4()  # the pool is filled now
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        os.write(write, _uuid4().encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(child, 0)
+    from_child = os.read(read, 100).decode()
+    os.close(read)
+    assert len(from_child) == 36
+    assert from_child != _uuid4()
