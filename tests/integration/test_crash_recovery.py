@@ -104,11 +104,7 @@ async def raw_worker(nats_url: str, tenant: str, ledger: Ledger) -> AsyncIterato
                 result = JobResult(
                     job_id=job.job_id, attempt=job.attempt, status="completed", output={job.step: True}
                 )
-                await js.publish(
-                    f"wf.results.{tenant}",
-                    msgspec.json.encode(result),
-                    headers={"Nats-Msg-Id": f"result:{job.job_id}:{job.attempt}"},
-                )
+                await publish_result(js, f"wf.results.{tenant}", result)
                 await message.ack()
 
     task = asyncio.get_running_loop().create_task(loop())
@@ -119,6 +115,23 @@ async def raw_worker(nats_url: str, tenant: str, ledger: Ledger) -> AsyncIterato
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await nc.close()
+
+
+async def publish_result(js: Any, subject: str, result: JobResult) -> None:
+    """Publish until JetStream confirms (a few tries): an unconfirmed publish is sent again with the
+    same ``Nats-Msg-Id`` (JetStream keeps one copy), as a worker does, rather than ending the worker.
+    Seen once in a full run: a publish unconfirmed after 5 s while the orchestrator was killed."""
+    for attempt in range(5):
+        try:
+            await js.publish(
+                subject,
+                msgspec.json.encode(result),
+                headers={"Nats-Msg-Id": f"result:{result.job_id}:{result.attempt}"},
+            )
+            return
+        except (TimeoutError, nats.errors.TimeoutError):
+            if attempt == 4:
+                raise
 
 
 async def register(stack: dict[str, Any], headers: dict[str, str]) -> None:

@@ -259,3 +259,31 @@ async def test_rolled_back_transaction_sends_nothing(engine: AsyncEngine) -> Non
         await fail()
     bus = InMemoryEventBus()
     assert await OutboxRelay(engine, bus).run_once() == (0, 0)
+
+
+async def test_after_commit_callbacks_run_only_once_the_unit_committed(engine: AsyncEngine) -> None:
+    db = TenantDatabase(engine, TenantId("acme"), on_outbox_commit=lambda _: None)
+    ran: list[str] = []
+    async with db.transaction() as uow:
+        uow.after_commit(lambda: ran.append("committed"))
+        assert ran == []  # not before the commit
+    assert ran == ["committed"]
+
+    async def rolled_back() -> None:
+        async with db.transaction() as uow:
+            uow.after_commit(lambda: ran.append("rolled back"))
+            raise RuntimeError("business rule failed")
+
+    async def failed_statement() -> None:
+        async with db.single_statement() as uow:
+            uow.after_commit(lambda: ran.append("statement failed"))
+            await uow.conn.execute(sa.text("SELECT 1 / 0"))
+
+    with pytest.raises(RuntimeError):
+        await rolled_back()
+    with pytest.raises(sa.exc.DBAPIError):
+        await failed_statement()
+    async with db.single_statement() as uow:
+        uow.after_commit(lambda: ran.append("statement"))
+        await uow.conn.execute(sa.text("SELECT 1"))
+    assert ran == ["committed", "statement"]

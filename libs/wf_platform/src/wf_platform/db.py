@@ -259,6 +259,18 @@ class UnitOfWork:
         self._queued: list[OutboxMessage] = []
         self._written: list[OutboxMessage] = []
         self._older: list[int] = []
+        self._after_commit: list[Callable[[], object]] = []
+
+    def after_commit(self, callback: Callable[[], object], /) -> None:
+        """Call ``callback`` once this unit's writes committed (not if they roll back or fail): for
+        counting what a transition did, which may be applied again after a conflict."""
+        self._after_commit.append(callback)
+
+    def run_after_commit(self) -> None:
+        """Run the :meth:`after_commit` callbacks (by the unit's opener, once it committed)."""
+        callbacks, self._after_commit = self._after_commit, []
+        for callback in callbacks:
+            callback()
 
     async def publish(
         self,
@@ -362,6 +374,7 @@ class TenantDatabase:
                 await uow.flush()
         if uow.outbox_rows:
             self._on_outbox_commit(uow.committed())
+        uow.run_after_commit()
 
     @asynccontextmanager
     async def single_statement(self) -> AsyncGenerator[UnitOfWork]:
@@ -381,6 +394,7 @@ class TenantDatabase:
                 yield uow
                 if uow.has_queued_outbox:
                     raise RuntimeError("outbox rows queued but not written by the unit's statement")
+                uow.run_after_commit()
             finally:
                 # The statement that wrote them committed them, whatever happened after it.
                 if uow.wrote_outbox:

@@ -23,7 +23,7 @@ import msgspec
 from nats.aio.msg import Msg
 
 from orchestrator.metrics import OrchestratorMetrics
-from orchestrator.repositories import InstanceRepository, TimerRepository
+from orchestrator.repositories import InstanceRepository, InstanceRow, TimerRepository, WriteConflict
 from orchestrator.runtime import Applied, Runtime
 from wf_platform.consumers import settle
 from wf_platform.db import TenantDatabase
@@ -55,10 +55,13 @@ class _Result:
 class ResultHandler:
     """``wf.results.<tenant>``: a worker's report on one attempt, applied once per (job, attempt).
 
-    A fetched batch is applied per tenant in chunks of ``chunk`` results, each chunk one transaction
-    (one lock query, one write per table, one commit); its messages are acked after the commit. When
-    a chunk fails (a bad message, the database), its results are applied one per transaction, so one
-    message that cannot apply only holds back itself.
+    A fetched batch is applied per tenant in chunks of ``chunk`` results; its messages are acked
+    after the chunk's write committed. A chunk whose instances' latest states this process wrote
+    itself is applied to them and written with one statement that checks their revisions
+    (:mod:`orchestrator.instance_cache`); otherwise, or when that statement finds a row moved on, it
+    is one transaction (one lock query, one write statement, one commit). When a chunk fails (a bad
+    message, the database), its results are applied one at a time, so one message that cannot
+    apply only holds back itself.
     """
 
     def __init__(
@@ -162,14 +165,46 @@ class ResultHandler:
             await settle(result.message, partial(self._apply, [result]))
 
     async def _apply(self, chunk: list[_Result]) -> None:
+        """Apply the chunk in one statement to the states this process wrote last when it has them
+        all (see :mod:`orchestrator.instance_cache`), else (or when that write finds a row moved
+        on, or a result the cached state would ignore) in a transaction on the locked rows."""
         started = time.perf_counter()
+        tenant = chunk[0].tenant
+        cache = self.runtime.instances
+        rows = cache.claim(tenant, [r.job_id for r in chunk])
+        if rows is not None:
+            try:
+                outcomes = await self._apply_to(chunk, rows)
+            except WriteConflict:
+                self.metrics.write_conflicts.labels(source="result").inc()
+                for row in rows.values():
+                    cache.drop(tenant, row.id)
+            except _NotTrusted:
+                pass
+            else:
+                self._count(chunk, outcomes, started, path="cached")
+                return
+            finally:
+                cache.release(tenant, {row.id for row in rows.values()})
+        self._count(chunk, await self._apply_to(chunk, None), started, path="locked")
+
+    async def _apply_to(
+        self, chunk: list[_Result], rows: dict[str, InstanceRow] | None, /
+    ) -> list[tuple[_Result, Applied]]:
+        """Apply the chunk to ``rows`` (by job id, not read: one statement) or, with ``None``, to
+        the rows it locks (one transaction); the rows written go to the instance cache."""
+        tenant = chunk[0].tenant
+        database = self.tenant_db(TenantId(tenant))
         outcomes: list[tuple[_Result, Applied]] = []
-        async with self.tenant_db(TenantId(chunk[0].tenant)).transaction() as uow:
+        async with database.single_statement() if rows is not None else database.transaction() as uow:
             batch = self.runtime.batch(uow)
-            await batch.lock_jobs([r.job_id for r in chunk])
+            if rows is None:
+                await batch.lock_jobs([r.job_id for r in chunk])
+            else:
+                batch.adopt(rows)
             for result in chunk:
                 with consumer_span(
-                    "result", result.headers, **{"wf.tenant": result.tenant, "wf.job_id": result.job_id}
+                    "result", result.headers, **{"wf.tenant": tenant, "wf.job_id": result.job_id}
                 ):
                     instance_id = batch.instance_of_job(result.job_id)
                     if instance_id is None:
@@ -178,9 +213,19 @@ class ResultHandler:
                     applied = await batch.apply(
                         instance_id, result.event, max_context_bytes=self.max_context_bytes
                     )
+                    if rows is not None and (applied.transition is None or applied.transition.ignored):
+                        raise _NotTrusted  # the stored row decides (nothing was written)
                     outcomes.append((result, applied))
             await batch.flush()
+        for row in batch.written_rows():
+            self.runtime.instances.put(tenant, row)
+        return outcomes
+
+    def _count(
+        self, chunk: list[_Result], outcomes: list[tuple[_Result, Applied]], started: float, *, path: str
+    ) -> None:
         # Counted after the commit: a rolled-back chunk is applied again and must not count twice.
+        self.metrics.result_chunks.labels(path=path).inc()
         for result, applied in outcomes:
             if applied.instance is None:
                 self.metrics.dropped.labels(reason="unknown", event="result").inc()
@@ -189,6 +234,11 @@ class ResultHandler:
         elapsed = (time.perf_counter() - started) / len(chunk)
         for _ in chunk:
             self.metrics.transition_seconds.labels(source="result").observe(elapsed)
+
+
+class _NotTrusted(Exception):  # noqa: N818 - a condition to handle, not a failure
+    """A cached state would ignore a result: it may be behind the stored row (another process
+    applied something since), so the locked path decides."""
 
 
 async def _ack(message: Msg) -> None:

@@ -37,9 +37,18 @@ class OrchestratorMetrics:
         )
         self.write_conflicts = Counter(
             "wf_write_conflicts",
-            "Start writes that found an idempotency key taken (they wrote nothing; the batch's "
-            "starts were written again one by one), by source.",
+            "Writes that wrote nothing and were done again: a start batch that found an "
+            "idempotency key taken (its starts written again one by one; source=start), a "
+            "result chunk applied to a cached state that was no longer the stored one (applied "
+            "again on the locked rows; source=result).",
             ["source"],
+            registry=registry,
+        )
+        self.result_chunks = Counter(
+            "wf_result_chunks",
+            "Chunks of worker results applied, by path: cached (to the states this process wrote "
+            "last, one statement) or locked (a transaction on the locked rows).",
+            ["path"],
             registry=registry,
         )
         self.transition_seconds = Histogram(

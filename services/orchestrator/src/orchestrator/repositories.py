@@ -228,7 +228,10 @@ def _quoted(schema: str, /) -> str:
 
 # The statements' parts. Rows go as arrays (``unnest``), so one prepared statement serves any
 # number of them; data-modifying CTEs all run whatever the final SELECT reads.
-_UPDATED = """updated AS (
+_UPDATED = """in_order AS MATERIALIZED (
+    SELECT id FROM {tenant}.instances WHERE id = ANY(CAST(:i_id AS uuid[])) ORDER BY id FOR UPDATE
+),
+updated AS (
     UPDATE {tenant}.instances AS i
     SET status = v.status, state = v.state, revision = v.revision,
         updated_at = v.updated_at, ended_at = v.ended_at
@@ -237,9 +240,13 @@ _UPDATED = """updated AS (
         CAST(:i_state AS jsonb[]), CAST(:i_revision AS integer[]),
         CAST(:i_updated AS timestamptz[]), CAST(:i_ended AS timestamptz[])
     ) AS v(id, locked, status, state, revision, updated_at, ended_at)
-    WHERE i.id = v.id AND i.revision = v.locked
+    WHERE i.id = v.id AND i.revision = v.locked AND i.id IN (SELECT id FROM in_order)
     RETURNING 1
 )"""
+"""``in_order`` takes the row locks in id order, as every transaction's lock query does
+(:meth:`InstanceRepository.lock`): a statement that writes states it did not lock first
+(:mod:`orchestrator.instance_cache`) would otherwise lock them in whatever order the join visits
+them and deadlock with a transaction holding some of them."""
 _INSERTED = """inserted AS (
     INSERT INTO {tenant}.instances (id, definition, version, status, business_key, state, revision,
         trace_id, traceparent, idempotency_key, request_digest, created_by, created_at, updated_at,

@@ -6,8 +6,12 @@ engine's commands: step attempts and timers as rows, jobs, task commands and lif
 outbox rows (published after commit by the relay with stable ``Nats-Msg-Id``s). A crash anywhere
 before the commit leaves nothing; after it, everything.
 
-A change to existing instances is a transaction that locks their rows first; a start (new rows
-only) is one statement that commits by itself (see :mod:`orchestrator.starts`).
+A change to existing instances is a transaction that locks their rows first, except a worker's
+result for an instance whose latest state this process wrote itself: that one is applied to the
+state in memory and written with one statement guarded by the revision
+(:mod:`orchestrator.instance_cache`). A start (new rows only) is one statement that commits by
+itself (see :mod:`orchestrator.starts`). What a transition counts (metrics) is counted once it
+committed (``UnitOfWork.after_commit``): a write that conflicts is applied again.
 
 Every transition is a span of the instance's trace (its stored ``traceparent``), whichever
 process applies it; the outbox stamps that span's ``traceparent`` on the messages it causes.
@@ -17,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +31,7 @@ from opentelemetry.trace import Span, SpanKind
 
 from orchestrator.definitions import DefinitionCache
 from orchestrator.errors import ContextTooLargeError
+from orchestrator.instance_cache import InstanceCache
 from orchestrator.metrics import OrchestratorMetrics
 from orchestrator.repositories import InstanceRepository, InstanceRow, Writes
 from orchestrator.starts import PendingStart, StartBatcher
@@ -90,9 +95,34 @@ class Runtime:
     def __init__(self, cache: DefinitionCache, metrics: OrchestratorMetrics) -> None:
         self.cache = cache
         self.metrics = metrics
+        self.instances = InstanceCache()
+        """The states this process wrote last (a result for one of them is applied without a read)."""
         self.starts = StartBatcher(
-            self._started, on_conflict=metrics.write_conflicts.labels(source="start").inc
+            self._started,
+            on_conflict=metrics.write_conflicts.labels(source="start").inc,
+            on_stored=self._remember_started,
         )
+
+    def _remember_started(self, tenant: str, starts: Sequence[PendingStart], /) -> None:
+        for start in starts:
+            new = start.instance
+            state = new.state
+            row = InstanceRow(
+                id=state.instance_id,
+                definition=state.definition,
+                version=state.version,
+                status=state.status.value,
+                business_key=state.business_key,
+                state=state,
+                revision=1,
+                trace_id=new.trace_id,
+                traceparent=new.traceparent,
+                request_digest=new.request_digest,
+                created_at=state.started_at,
+                updated_at=state.updated_at,
+                ended_at=state.ended_at,
+            )
+            self.instances.put(tenant, row)
 
     async def _started(self, uow: UnitOfWork, writes: Writes, start: PendingStart, /) -> None:
         """What a new instance causes in its start transaction: its ``started`` event, then the
@@ -113,7 +143,7 @@ class Runtime:
             msg_id=f"{state.instance_id}:started",
             ordering_key=state.instance_id,
         )
-        self.metrics.instances.labels(event="started").inc()
+        uow.after_commit(self.metrics.instances.labels(event="started").inc)
         await self.carry_out(uow, writes, state, start.commands)
 
     async def machine(
@@ -207,7 +237,7 @@ class Runtime:
                         msg_id=f"task:{command.task_id}:created",
                         ordering_key=state.instance_id,
                     )
-                    self.metrics.tasks.labels(event="created").inc()
+                    uow.after_commit(self.metrics.tasks.labels(event="created").inc)
                 case CancelTask():
                     await uow.publish(
                         task_subject(tenant, "cancelled"),
@@ -238,7 +268,7 @@ class Runtime:
                         ordering_key=state.instance_id,
                     )
                 case RaiseIncident():
-                    self.metrics.incidents.labels(kind=command.incident.kind).inc()
+                    uow.after_commit(self.metrics.incidents.labels(kind=command.incident.kind).inc)
                     logger.warning(
                         "incident %s at %s: %s",
                         command.incident.kind,
@@ -295,7 +325,7 @@ class Runtime:
                 msg_id=job_msg_id(command.job_id, command.attempt),
                 ordering_key=state.instance_id,
             )
-        self.metrics.jobs_dispatched.labels(step_type=command.step_type).inc()
+        uow.after_commit(self.metrics.jobs_dispatched.labels(step_type=command.step_type).inc)
 
     async def _lifecycle(
         self,
@@ -321,7 +351,7 @@ class Runtime:
             msg_id=f"{state.instance_id}:{what}:{state.seq}",
             ordering_key=state.instance_id,
         )
-        self.metrics.instances.labels(event=what).inc()
+        uow.after_commit(self.metrics.instances.labels(event=what).inc)
 
 
 def _context_size(state: InstanceState) -> int:
@@ -363,9 +393,21 @@ class Batch:
         self._jobs.update(jobs)
         self._rows.update(rows)
 
+    def adopt(self, rows_by_job: dict[str, InstanceRow], /) -> None:
+        """Apply to these rows, by job id, without reading or locking them (states this process
+        wrote last, see :mod:`orchestrator.instance_cache`): the write then checks each is still at
+        its revision, and fails as a whole otherwise (:class:`~orchestrator.repositories.WriteConflict`)."""
+        for job_id, row in rows_by_job.items():
+            self._jobs[job_id] = row.id
+            self._rows[row.id] = row
+
     def instance_of_job(self, job_id: str, /) -> str | None:
-        """The instance of a job locked with :meth:`lock_jobs`."""
+        """The instance of a job locked with :meth:`lock_jobs` (or adopted)."""
         return self._jobs.get(job_id)
+
+    def written_rows(self) -> list[InstanceRow]:
+        """The instances' rows as the flush writes them (new state and revision)."""
+        return [self._rows[instance_id] for instance_id in self.writes.instances]
 
     async def apply(
         self, instance_id: str, event: Event, /, *, max_context_bytes: int | None = None
@@ -383,7 +425,7 @@ class Batch:
             transition = machine.apply(row.state, event)
             if transition.ignored is not None:
                 span.set_attribute("wf.ignored", transition.ignored)
-                runtime.metrics.dropped.labels(reason=transition.ignored, event=kind).inc()
+                uow.after_commit(runtime.metrics.dropped.labels(reason=transition.ignored, event=kind).inc)
                 return Applied(transition, row)
             state = transition.state
             if max_context_bytes is not None and (size := _context_size(state)) > max_context_bytes:
