@@ -71,6 +71,25 @@ class NewInstance:
     request_digest: str
     created_by: str
 
+    def row(self) -> InstanceRow:
+        """The instance as its start stores it (revision 1)."""
+        state = self.state
+        return InstanceRow(
+            id=state.instance_id,
+            definition=state.definition,
+            version=state.version,
+            status=state.status.value,
+            business_key=state.business_key,
+            state=state,
+            revision=1,
+            trace_id=self.trace_id,
+            traceparent=self.traceparent,
+            request_digest=self.request_digest,
+            created_at=state.started_at,
+            updated_at=state.updated_at,
+            ended_at=state.ended_at,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class AttemptRow:

@@ -105,24 +105,7 @@ class Runtime:
 
     def _remember_started(self, tenant: str, starts: Sequence[PendingStart], /) -> None:
         for start in starts:
-            new = start.instance
-            state = new.state
-            row = InstanceRow(
-                id=state.instance_id,
-                definition=state.definition,
-                version=state.version,
-                status=state.status.value,
-                business_key=state.business_key,
-                state=state,
-                revision=1,
-                trace_id=new.trace_id,
-                traceparent=new.traceparent,
-                request_digest=new.request_digest,
-                created_at=state.started_at,
-                updated_at=state.updated_at,
-                ended_at=state.ended_at,
-            )
-            self.instances.put(tenant, row)
+            self.instances.put(tenant, start.instance.row())
 
     async def _started(self, uow: UnitOfWork, writes: Writes, start: PendingStart, /) -> None:
         """What a new instance causes in its start transaction: its ``started`` event, then the

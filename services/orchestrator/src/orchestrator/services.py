@@ -318,23 +318,7 @@ class InstanceService:
                 return existing
             self.cache.mark_stored(tenant, resolved.name, resolved.version)
         # The instance as just committed: no second transaction to read it back.
-        return _view(
-            InstanceRow(
-                id=instance_id,
-                definition=state.definition,
-                version=state.version,
-                status=state.status.value,
-                business_key=state.business_key,
-                state=state,
-                revision=1,
-                trace_id=trace_id_of(span),
-                traceparent=traceparent,
-                request_digest=digest,
-                created_at=state.started_at,
-                updated_at=state.updated_at,
-                ended_at=state.ended_at,
-            )
-        )
+        return _view(pending.instance.row())
 
     async def _replay(self, key: str, digest: str) -> InstanceView | None:
         async with self.db.transaction() as uow:
