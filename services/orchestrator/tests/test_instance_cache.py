@@ -201,3 +201,41 @@ def test_ended_instances_are_forgotten_and_the_cache_is_bounded() -> None:
     ).state
     by_bytes.put("t", _row(big))  # over a 64th of the budget: not kept
     assert by_bytes.claim("t", [_job(big)]) is None
+
+
+async def test_a_claim_waits_for_the_holder_then_gets_the_state_it_wrote() -> None:
+    # The ten results of a fan-out arrive in concurrent chunks: the second waits for the first
+    # (which puts the state it wrote) instead of conflicting with it.
+    cache = InstanceCache()
+    fork = WorkflowMachine.for_definition(
+        load_definition(
+            {
+                "name": "fan",
+                "version": "1.0.0",
+                "steps": {
+                    "a": {"type": "machine", "step_type": "fan.step"},
+                    "b": {"type": "machine", "step_type": "fan.step"},
+                },
+                "edges": [],
+            }
+        )
+    )
+    state = fork.apply(None, Started(at=datetime.now(UTC), instance_id=str(uuid.uuid4()), input={})).state
+    job_a, job_b = (a.job_id for a in state.activations)
+    assert job_a is not None and job_b is not None
+    cache.put("t", _row(state))
+    first = cache.claim("t", [job_a])
+    assert first is not None
+    assert cache.claim("t", [job_b]) is None
+    waiting = asyncio.create_task(cache.claim_waiting("t", [job_b], timeout=5))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()  # held by the first claim
+    after_a = fork.apply(state, StepCompleted(at=datetime.now(UTC), job_id=job_a, attempt=1, output={})).state
+    cache.put("t", _row(after_a, revision=2))
+    cache.release("t", [state.instance_id])
+    second = await asyncio.wait_for(waiting, 1)
+    assert second is not None and second[job_b].revision == 2
+    cache.release("t", [state.instance_id])
+    # Held and never released: the wait gives up (the locked path then takes the chunk).
+    assert cache.claim("t", [job_b]) is not None
+    assert await cache.claim_waiting("t", [job_b], timeout=0.1) is None

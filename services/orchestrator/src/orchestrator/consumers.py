@@ -171,7 +171,7 @@ class ResultHandler:
         started = time.perf_counter()
         tenant = chunk[0].tenant
         cache = self.runtime.instances
-        rows = cache.claim(tenant, [r.job_id for r in chunk])
+        rows = await cache.claim_waiting(tenant, [r.job_id for r in chunk])
         if rows is not None:
             try:
                 outcomes = await self._apply_to(chunk, rows)

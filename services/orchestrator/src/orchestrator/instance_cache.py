@@ -17,6 +17,7 @@ out; ended instances are not kept (a late result for them takes the locked path 
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from collections.abc import Iterable
 
@@ -41,7 +42,8 @@ class InstanceCache:
         self._jobs: dict[tuple[str, str], str] = {}
         """Running job id -> instance id, for the cached instances' activations."""
         self._bytes = 0
-        self._busy: set[tuple[str, str]] = set()
+        self._busy: dict[tuple[str, str], asyncio.Future[None] | None] = {}
+        """Instances claimed, with a future set on their release once someone waits for it."""
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -101,13 +103,52 @@ class InstanceCache:
             keys.add(key)
         for key in keys:
             self._rows.move_to_end(key)
-        self._busy.update(keys)
+        self._busy.update(dict.fromkeys(keys))
         return found
+
+    async def claim_waiting(
+        self, tenant: str, job_ids: list[str], /, *, timeout: float = 1.0
+    ) -> dict[str, InstanceRow] | None:
+        """:meth:`claim`, but when its instances are only held by other claims, wait for their
+        release (the holder then put the state it wrote) and claim again, up to ``timeout``: the
+        results of a fan-out, arriving in concurrent chunks, go one after the other instead of
+        conflicting."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            found = self.claim(tenant, job_ids)
+            if found is not None:
+                return found
+            held = self._held(tenant, job_ids)
+            remaining = deadline - asyncio.get_running_loop().time()
+            if not held or remaining <= 0:
+                return None
+            try:
+                await asyncio.wait_for(asyncio.shield(held), remaining)
+            except TimeoutError:
+                return None
+
+    def _held(self, tenant: str, job_ids: list[str], /) -> asyncio.Future[None] | None:
+        """A release to wait for, when the jobs are all known and one of their instances is held."""
+        held: tuple[str, str] | None = None
+        for job_id in job_ids:
+            instance_id = self._jobs.get((tenant, job_id))
+            if instance_id is None:
+                return None
+            if (tenant, instance_id) in self._busy:
+                held = (tenant, instance_id)
+        if held is None:
+            return None
+        release = self._busy[held]
+        if release is None:
+            release = self._busy[held] = asyncio.get_running_loop().create_future()
+        return release
 
     def release(self, tenant: str, instance_ids: Iterable[str], /) -> None:
         """End a :meth:`claim`."""
         for instance_id in instance_ids:
-            self._busy.discard((tenant, instance_id))
+            released = self._busy.pop((tenant, instance_id), None)
+            if released is not None and not released.done():
+                released.set_result(None)
 
     def _forget(self, key: tuple[str, str], row: InstanceRow, /) -> None:
         _, size = self._rows.pop(key)
