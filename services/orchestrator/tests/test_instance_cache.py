@@ -4,12 +4,13 @@ when such a state is no longer the stored one."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 from orchestrator.instance_cache import InstanceCache
-from orchestrator.repositories import InstanceRepository, InstanceRow
+from orchestrator.repositories import InstanceRepository, InstanceRow, NewInstance
 from wf_platform.tenancy import TenantId
 from workflow_core import load_definition
 from workflow_core.engine import WorkflowMachine
@@ -123,21 +124,10 @@ def _started(instance_id: str | None = None) -> InstanceState:
 
 
 def _row(state: InstanceState, revision: int = 1) -> InstanceRow:
-    return InstanceRow(
-        id=state.instance_id,
-        definition=state.definition,
-        version=state.version,
-        status=state.status.value,
-        business_key=None,
-        state=state,
-        revision=revision,
-        trace_id=None,
-        traceparent=None,
-        request_digest=None,
-        created_at=state.started_at,
-        updated_at=state.updated_at,
-        ended_at=state.ended_at,
+    new = NewInstance(
+        state=state, trace_id=None, traceparent=None, idempotency_key=None, request_digest="", created_by=""
     )
+    return dataclasses.replace(new.row(), revision=revision)
 
 
 def _job(state: InstanceState) -> str:

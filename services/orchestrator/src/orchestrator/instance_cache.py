@@ -87,24 +87,15 @@ class InstanceCache:
         """The cached instances of these jobs by job id, reserved for the caller until
         :meth:`release`; ``None`` (nothing reserved) unless every job is a running job of a cached
         instance that no other caller holds."""
-        found: dict[str, InstanceRow] = {}
-        keys: set[tuple[str, str]] = set()
-        for job_id in job_ids:
-            instance_id = self._jobs.get((tenant, job_id))
-            if instance_id is None:
-                return None
-            key = (tenant, instance_id)
-            if key in self._busy:
-                return None
-            held = self._rows.get(key)
-            if held is None or job_id not in _job_ids(held[0]):
-                return None
-            found[job_id] = held[0]
-            keys.add(key)
+        found = self._find(tenant, job_ids)
+        if found is None or found[1] is not None:
+            return None
+        rows = found[0]
+        keys = {(tenant, row.id) for row in rows.values()}
         for key in keys:
             self._rows.move_to_end(key)
         self._busy.update(dict.fromkeys(keys))
-        return found
+        return rows
 
     async def claim_waiting(
         self, tenant: str, job_ids: list[str], /, *, timeout: float = 1.0
@@ -113,35 +104,46 @@ class InstanceCache:
         release (the holder then put the state it wrote) and claim again, up to ``timeout``: the
         results of a fan-out, arriving in concurrent chunks, go one after the other instead of
         conflicting."""
-        deadline = asyncio.get_running_loop().time() + timeout
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         while True:
-            found = self.claim(tenant, job_ids)
-            if found is not None:
-                return found
-            held = self._held(tenant, job_ids)
-            remaining = deadline - asyncio.get_running_loop().time()
-            if not held or remaining <= 0:
+            found = self._find(tenant, job_ids)
+            if found is None:
                 return None
+            held = found[1]
+            if held is None:
+                return self.claim(tenant, job_ids)
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return None
+            release = self._busy[held]
+            if release is None:
+                release = self._busy[held] = loop.create_future()
             try:
-                await asyncio.wait_for(asyncio.shield(held), remaining)
+                # Shielded: the future is shared by every chunk waiting for this release.
+                await asyncio.wait_for(asyncio.shield(release), remaining)
             except TimeoutError:
                 return None
 
-    def _held(self, tenant: str, job_ids: list[str], /) -> asyncio.Future[None] | None:
-        """A release to wait for, when the jobs are all known and one of their instances is held."""
+    def _find(
+        self, tenant: str, job_ids: Iterable[str], /
+    ) -> tuple[dict[str, InstanceRow], tuple[str, str] | None] | None:
+        """The cached instances of these jobs by job id, and one of them another claim holds (or
+        ``None``); ``None`` unless every job is a running job of a cached instance."""
+        found: dict[str, InstanceRow] = {}
         held: tuple[str, str] | None = None
         for job_id in job_ids:
             instance_id = self._jobs.get((tenant, job_id))
             if instance_id is None:
                 return None
-            if (tenant, instance_id) in self._busy:
-                held = (tenant, instance_id)
-        if held is None:
-            return None
-        release = self._busy[held]
-        if release is None:
-            release = self._busy[held] = asyncio.get_running_loop().create_future()
-        return release
+            key = (tenant, instance_id)
+            cached = self._rows.get(key)
+            if cached is None or job_id not in _job_ids(cached[0]):
+                return None
+            if key in self._busy:
+                held = key
+            found[job_id] = cached[0]
+        return found, held
 
     def release(self, tenant: str, instance_ids: Iterable[str], /) -> None:
         """End a :meth:`claim`."""
