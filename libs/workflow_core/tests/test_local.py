@@ -326,6 +326,30 @@ async def test_a_step_sees_its_metadata_and_the_ids_are_uuid_strings() -> None:
     assert engine.get(instance.id).history[0].job_id == metadata["job_id"]
 
 
+async def test_a_step_sees_who_started_the_instance_and_the_history_as_it_was_dispatched() -> None:
+    kept: list[WorkflowContext] = []
+
+    class Look(BaseMachineStep):
+        name = "look"
+
+        async def execute(self, context: WorkflowContext) -> None:
+            kept.append(context)
+            context.set(context.metadata["step"], True)
+
+    definition = WorkflowDefinition(
+        "m", "1.0.0", steps={"a": Look, "b": Look, "c": Look}, edges=[Edge("a", "b"), Edge("b", "c")]
+    )
+    engine = LocalEngine()
+    instance = await engine.start(definition, user_id="u-1", tenant_id="t-1")
+    done = await engine.wait(instance.id)
+    seen = [(c.user_id, c.tenant_id, [r.node for r in c.history]) for c in kept]
+    assert seen == [("u-1", "t-1", []), ("u-1", "t-1", ["a"]), ("u-1", "t-1", ["a", "b"])]
+    # A step that kept its context and sets more after it returned changes nothing.
+    kept[0].set("late", True)
+    assert "late" not in done.data and "late" not in engine.get(instance.id).data
+    assert done.data == {"a": True, "b": True, "c": True}
+
+
 async def test_wait_returns_when_the_instance_completes_fails_or_is_cancelled() -> None:
     class Step(BaseMachineStep):
         name = "step"

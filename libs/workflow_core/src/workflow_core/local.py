@@ -313,7 +313,11 @@ class LocalEngine:
             return None
         state = instance.state = transition.state
         instance.shared = False
-        job = self._carry_out(instance_id, instance, transition.commands, inline=inline)
+        commands = transition.commands
+        if inline and len(commands) == 1 and type(commands[0]) is DispatchJob and not instance.task_ids:
+            job = commands[0]  # the usual step of a chain: its next job, run by the caller
+        else:
+            job = self._carry_out(instance_id, instance, commands, inline=inline)
         status = state.status
         if status is not _RUNNING and status is not _WAITING:  # ended or failed
             if status is not _FAILED:
@@ -339,8 +343,6 @@ class LocalEngine:
     def _carry_out(
         self, instance_id: str, instance: _Instance, commands: list[Command], *, inline: bool = False
     ) -> DispatchJob | None:
-        if inline and len(commands) == 1 and type(commands[0]) is DispatchJob and not instance.task_ids:
-            return commands[0]  # the usual step of a chain: its next job, run by the caller
         first: DispatchJob | None = None
         for command in commands:
             match command:
@@ -433,7 +435,7 @@ class LocalEngine:
                     )
                     event = StepFailed(at=_now(), job_id=job.job_id, attempt=job.attempt, error=error)
                 else:
-                    context = _JobContext(instance_id, instance, job)
+                    context = _JobContext(instance.state, job)
                     try:
                         await step.execute(context)
                     except asyncio.CancelledError:
@@ -444,7 +446,7 @@ class LocalEngine:
                         )
                     else:
                         event = StepCompleted(
-                            at=_now(), job_id=job.job_id, attempt=job.attempt, output=context.output
+                            at=_now(), job_id=job.job_id, attempt=job.attempt, output=context.changes
                         )
                 ran += 1
                 next_job = self._apply(instance_id, event, inline=True)
@@ -466,34 +468,34 @@ class LocalEngine:
 
 
 class _JobContext(WorkflowContext):
-    """What the step of a job sees: a :class:`WorkflowContext` whose metadata is built when first
-    read. Most steps never read it, and building it cost as much as running a no-op step."""
+    """What the step of a job sees: a :class:`WorkflowContext` whose metadata, history, user and
+    tenant are read from the instance's state when asked for. Most steps never read them, and
+    building them cost as much as running a no-op step."""
 
-    __slots__ = ("_history", "_history_length", "_instance_id", "_job", "_machine")
+    __slots__ = ("_history_length", "_job", "_state", "changes")
 
-    def __init__(self, instance_id: str, instance: _Instance, job: DispatchJob) -> None:
+    def __init__(self, state: InstanceState, job: DispatchJob) -> None:
         # Not WorkflowContext.__init__: it would build the metadata now.
-        state = instance.state
         self._data = copy_data(job.input) if job.input else {}
-        self._changes = {}
-        # The history as it is now, copied when read: the list only ever grows (records are
-        # appended, an in-place state's list too), so its first entries stay what they are.
-        self._history = state.history
+        changes: dict[str, Any] = {}
+        self._changes = self.changes = changes
+        """``changes``: what the step set, the very dict (``output`` copies it), for the engine to
+        read once the step returned."""
+        # The state as it is now. Its history is copied when read: the list only ever grows (records
+        # are appended, an in-place state's list too), so its first entries stay what they are.
+        self._state = state
         self._history_length = len(state.history)
-        self.user_id = state.user_id
-        self.tenant_id = state.tenant_id
-        self._instance_id = instance_id
         self._job = job
-        self._machine = instance.machine
 
     @property
     def metadata(self) -> Mapping[str, Any]:
         job = self._job
+        state = self._state
         return MappingProxyType(
             {
-                "instance_id": self._instance_id,
-                "definition": self._machine.name,
-                "version": self._machine.version,
+                "instance_id": state.instance_id,
+                "definition": state.definition,
+                "version": state.version,
                 "step": job.step,
                 "step_type": job.step_type,
                 "job_id": job.job_id,
@@ -503,7 +505,15 @@ class _JobContext(WorkflowContext):
 
     @property
     def history(self) -> tuple[StepRecord, ...]:  # pyright: ignore[reportIncompatibleVariableOverride]
-        return tuple(self._history[: self._history_length])
+        return tuple(self._state.history[: self._history_length])
+
+    @property
+    def user_id(self) -> str | None:  # pyright: ignore[reportIncompatibleVariableOverride]
+        return self._state.user_id
+
+    @property
+    def tenant_id(self) -> str | None:  # pyright: ignore[reportIncompatibleVariableOverride]
+        return self._state.tenant_id
 
     @property
     def job_id(self) -> str | None:
