@@ -255,7 +255,11 @@ class WorkflowMachine:
                 raise EngineError("instance already started")
             if self.ids == "sequential" and not _is_uuid(event.instance_id):
                 raise EngineError(f"sequential ids need a UUID instance id, not {event.instance_id!r}")
-            return _Run(self, self._plan, _new_state(self, event), event.at).start(event)
+            state = _new_state(self, event)
+            started = self._started(state, event.at)
+            if started is not None:
+                return started
+            return _Run(self, self._plan, state, event.at).start(event)
         if state is None:
             raise EngineError("no state for an instance that was never started")
         if not in_place:
@@ -265,6 +269,18 @@ class WorkflowMachine:
             if chained is not None:
                 return chained
         return _Run(self, self._plan, state, event.at).handle(event)
+
+    def _started(self, state: InstanceState, at: datetime) -> Transition | None:
+        """A start, in short, when the definition starts with one machine step (``_Plan.first``):
+        its first job. Gives what :meth:`_Run.start` gives (a test compares the two); ``None``,
+        with nothing changed, for other definitions."""
+        first = self._plan.first
+        if first is None:
+            return None
+        commands: list[Command] = []
+        state.visits[first.id] = 1
+        _dispatch_first(self, state, first, at, commands)
+        return Transition(state, commands)  # running since it started, updated when it started
 
     def _chained(self, state: InstanceState, event: StepCompleted) -> Transition | None:
         """The usual event, in short: the result of a running step whose token goes on to one
@@ -333,6 +349,8 @@ class _Plan:
     that step. The common case, activated without the general routing (see ``_step_completed``)."""
     ends: frozenset[str]
     """Nodes without outgoing edges (other than ``on_error`` ones): a token ends there."""
+    first: GraphNode | None
+    """The one node an instance starts at when it is a machine step (no join, no ``max_visits``)."""
 
     @classmethod
     def of(cls, graph: CompiledGraph) -> _Plan:
@@ -363,7 +381,12 @@ class _Plan:
             ):
                 chain[node_id] = following
         ends = frozenset(node_id for node_id, edges in routes.items() if not edges)
-        return cls(routes, error_edges, static, joins, chain, ends)
+        first = graph.nodes[graph.start[0]] if len(graph.start) == 1 else None
+        if first is not None and (
+            first.id in joins or first.kind is not _StepKind.MACHINE or first.max_visits is not None
+        ):
+            first = None
+        return cls(routes, error_edges, static, joins, chain, ends, first)
 
 
 def _new_state(machine: WorkflowMachine, event: Started) -> InstanceState:
