@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from orchestrator.repositories import InstanceRepository, WriteConflict, Writes
-from wf_platform.db import OutboxMessage
+from wf_platform.db import OutboxMessage, OutboxWrite
 from wf_platform.tenancy import TenantId
 
 from .conftest import Suite
@@ -47,16 +47,15 @@ async def test_a_stale_write_writes_nothing_at_all(suite: Suite) -> None:
             due_at=datetime.now(UTC) + timedelta(hours=1),
         )
         msg_id = f"stale:{uuid.uuid4()}"
-        outbox = [
-            OutboxMessage(
-                tenant_id=suite.tenant,
-                subject=f"wf.events.{suite.tenant}.instance.started",
-                payload=b"{}",
-                headers={},
-                msg_id=msg_id,
-                ordering_key=f"{suite.tenant}:{row.id}",
-            )
-        ]
+        message = OutboxMessage(
+            tenant_id=suite.tenant,
+            subject=f"wf.events.{suite.tenant}.instance.started",
+            payload=b"{}",
+            headers={},
+            msg_id=msg_id,
+            ordering_key=f"{suite.tenant}:{row.id}",
+        )
+        outbox = OutboxWrite([message], sent=[])
         with pytest.raises(WriteConflict):
             await repo.write(writes, outbox)
     async with db.transaction() as uow:

@@ -22,7 +22,7 @@ import logging
 from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg  # pyright: ignore[reportMissingTypeStubs]
 import msgspec
@@ -40,6 +40,8 @@ __all__ = [
     "TENANT_SCHEMA",
     "CommittedOutbox",
     "OutboxMessage",
+    "OutboxWrite",
+    "SentMarks",
     "TenantDatabase",
     "UnitOfWork",
     "create_engine",
@@ -201,11 +203,38 @@ class CommittedOutbox:
     older: list[int]
 
 
+class SentMarks(Protocol):
+    """Rows the relay published and has not yet marked sent, lent to a unit of work's outbox statement
+    (:data:`OUTBOX_WRITE_CTES` marks them), which spares the relay a statement and a commit of its own.
+
+    Every id lent is handed back with :meth:`settle`: ``written`` once the statement that marked it
+    committed, not ``written`` when it did not (rolled back, failed, or never sent), for the relay to
+    mark itself.
+    """
+
+    def lend(self) -> list[int]: ...
+
+    def settle(self, ids: Sequence[int], /, *, written: bool) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxWrite:
+    """What one statement with :data:`OUTBOX_WRITE_CTES` writes (:meth:`UnitOfWork.take_outbox`)."""
+
+    messages: list[OutboxMessage]
+    """The unit's queued messages, inserted."""
+    sent: list[int]
+    """Rows the relay published meanwhile (any tenant's: the table is shared), marked sent."""
+
+
 # Written in the same statement as the transaction's last write (a CTE fragment, so one round trip):
 # the rows, with ids ascending in the order they were published (WITH ORDINALITY ... ORDER BY), and
 # the unsent rows of the same keys that were there before (the statement's snapshot does not see its
-# own inserts). Parameters are arrays (one prepared statement for any number of rows), see
-# :func:`outbox_parameters`.
+# own inserts, nor its own marks: a row marked here may still be listed as older, which the relay
+# knows as published). The relay's published rows are marked sent by the same statement
+# (``outbox_marked``), except those another transaction has locked (another replica's pass): the
+# statement does not wait for them, the relay marks them itself. Parameters are arrays (one prepared
+# statement for any number of rows), see :func:`outbox_parameters`.
 OUTBOX_WRITE_CTES = f"""
 outbox_added AS (
     INSERT INTO {PLATFORM_SCHEMA}.outbox (tenant_id, subject, payload, headers, msg_id, ordering_key)
@@ -218,17 +247,27 @@ outbox_added AS (
 ), outbox_older AS (
     SELECT id FROM {PLATFORM_SCHEMA}.outbox
     WHERE sent_at IS NULL AND ordering_key = ANY(CAST(:o_key AS text[]))
+), outbox_marked AS (
+    UPDATE {PLATFORM_SCHEMA}.outbox SET sent_at = now()
+    WHERE id IN (
+        SELECT id FROM {PLATFORM_SCHEMA}.outbox
+        WHERE id = ANY(CAST(:o_sent AS bigint[])) AND sent_at IS NULL
+        FOR UPDATE SKIP LOCKED
+    )
+    RETURNING id
 )"""  # noqa: S608 - a constant schema name, never input
 OUTBOX_WRITE_COLUMNS = (
     "(SELECT array_agg(id ORDER BY id) FROM outbox_added) AS outbox_ids, "
-    "(SELECT array_agg(id) FROM outbox_older) AS outbox_older"
+    "(SELECT array_agg(id) FROM outbox_older) AS outbox_older, "
+    "(SELECT array_agg(id) FROM outbox_marked) AS outbox_marked"
 )
 _WRITE_OUTBOX = sa.text(f"WITH {OUTBOX_WRITE_CTES} SELECT {OUTBOX_WRITE_COLUMNS}")
 
 
-def outbox_parameters(messages: Sequence[OutboxMessage], /) -> dict[str, list[Any]]:
+def outbox_parameters(write: OutboxWrite, /) -> dict[str, list[Any]]:
     """The bind parameters of :data:`OUTBOX_WRITE_CTES` (headers as JSON text: asyncpg's jsonb
     codec takes text)."""
+    messages = write.messages
     return {
         "o_tenant": [m.tenant_id for m in messages],
         "o_subject": [m.subject for m in messages],
@@ -236,6 +275,7 @@ def outbox_parameters(messages: Sequence[OutboxMessage], /) -> dict[str, list[An
         "o_headers": [_encode_json(m.headers) for m in messages],
         "o_msg_id": [m.msg_id for m in messages],
         "o_key": [m.ordering_key for m in messages],
+        "o_sent": write.sent,
     }
 
 
@@ -246,13 +286,14 @@ class UnitOfWork:
     statement just before the commit (one round trip however many messages a transition causes),
     unless the caller took them (:meth:`take_outbox`) to write them in a statement of its own
     (with :data:`OUTBOX_WRITE_CTES`; it then reports the result with :meth:`outbox_written`).
+    That statement also marks sent the rows the relay published meanwhile (:class:`SentMarks`).
 
     Attributes:
         conn: the connection; tenant tables resolve to the tenant's schema.
         tenant: whose transaction this is.
     """
 
-    def __init__(self, conn: AsyncConnection, tenant: TenantId) -> None:
+    def __init__(self, conn: AsyncConnection, tenant: TenantId, /, *, marks: SentMarks | None = None) -> None:
         self.conn = conn
         self.tenant = tenant
         self.outbox_rows = 0
@@ -260,6 +301,11 @@ class UnitOfWork:
         self._written: list[OutboxMessage] = []
         self._older: list[int] = []
         self._after_commit: list[Callable[[], object]] = []
+        self._marks = marks
+        self._lent: list[int] = []
+        """Marks lent to a statement that has not returned (or was never sent)."""
+        self._marked: list[int] = []
+        """Marks written by a statement of this unit that returned (committed with the unit)."""
 
     def after_commit(self, callback: Callable[[], object], /) -> None:
         """Call ``callback`` once this unit's writes committed (not if they roll back or fail): for
@@ -316,29 +362,54 @@ class UnitOfWork:
         """A statement of this unit wrote outbox rows (:meth:`outbox_written`)."""
         return bool(self._written)
 
-    def take_outbox(self) -> list[OutboxMessage]:
-        """The queued outbox messages, which the caller now writes in this transaction."""
+    def take_outbox(self) -> OutboxWrite:
+        """The queued outbox messages, which the caller now writes in this transaction (with
+        :data:`OUTBOX_WRITE_CTES`), and the relay's published rows for the same statement to mark."""
         queued, self._queued = self._queued, []
-        return queued
+        sent = self._marks.lend() if self._marks is not None else []
+        self._lent.extend(sent)
+        return OutboxWrite(queued, sent)
 
     def outbox_written(
-        self, messages: Sequence[OutboxMessage], ids: Sequence[int] | None, older: Sequence[int] | None
+        self,
+        write: OutboxWrite,
+        ids: Sequence[int] | None,
+        older: Sequence[int] | None,
+        marked: Sequence[int] | None,
     ) -> None:
-        """Record what the statement with :data:`OUTBOX_WRITE_CTES` returned for ``messages``."""
+        """Record what the statement with :data:`OUTBOX_WRITE_CTES` returned for ``write``: its
+        columns, in order (the rows' ids, the older unsent ids, the ids it marked sent)."""
+        messages = write.messages
         if messages and (ids is None or len(ids) != len(messages)):
             raise RuntimeError("the outbox statement did not return an id per message")
         for message, row_id in zip(messages, ids or (), strict=False):
             message.id = row_id
         self._written.extend(messages)
         self._older.extend(older or ())
+        if marked:
+            done = set(marked)
+            self._lent = [i for i in self._lent if i not in done]
+            self._marked.extend(marked)
+
+    def settle_marks(self, *, committed: bool) -> None:
+        """Hand the lent marks back to the relay (by the unit's opener, once the unit ended): the
+        ones a returned statement wrote are done if the unit ``committed``; the rest it marks itself."""
+        if self._marks is None:
+            return
+        done, back = (self._marked, self._lent) if committed else ([], self._lent + self._marked)
+        self._marked, self._lent = [], []
+        if done:
+            self._marks.settle(done, written=True)
+        if back:
+            self._marks.settle(back, written=False)
 
     async def flush(self) -> None:
         """Write the queued outbox rows, in the order they were published (ids ascend with it)."""
         if not self._queued:
             return
-        queued = self.take_outbox()
-        row = (await self.conn.execute(_WRITE_OUTBOX, outbox_parameters(queued))).one()
-        self.outbox_written(queued, row.outbox_ids, row.outbox_older)
+        write = self.take_outbox()
+        row = (await self.conn.execute(_WRITE_OUTBOX, outbox_parameters(write))).one()
+        self.outbox_written(write, row.outbox_ids, row.outbox_older, row.outbox_marked)
 
     def committed(self) -> CommittedOutbox:
         """The outbox rows written (after the commit: hand them to the relay). An earlier statement
@@ -357,21 +428,28 @@ class TenantDatabase:
         /,
         *,
         on_outbox_commit: Callable[[CommittedOutbox], None],
+        marks: SentMarks | None = None,
     ) -> None:
         self.engine = engine
         self.tenant = tenant
         self.schema = tenant_schema(tenant)
         self._on_outbox_commit = on_outbox_commit
+        self._marks = marks
 
     @asynccontextmanager
     async def transaction(self) -> AsyncGenerator[UnitOfWork]:
         """A transaction in the tenant's schema; commits on normal exit, rolls back on an exception."""
         async with self.engine.connect() as conn:
             await conn.execution_options(schema_translate_map={TENANT_SCHEMA: self.schema})
-            async with conn.begin():
-                uow = UnitOfWork(conn, self.tenant)
-                yield uow
-                await uow.flush()
+            uow = UnitOfWork(conn, self.tenant, marks=self._marks)
+            try:
+                async with conn.begin():
+                    yield uow
+                    await uow.flush()
+            except BaseException:
+                uow.settle_marks(committed=False)
+                raise
+            uow.settle_marks(committed=True)
         if uow.outbox_rows:
             self._on_outbox_commit(uow.committed())
         uow.run_after_commit()
@@ -389,7 +467,7 @@ class TenantDatabase:
             await conn.execution_options(
                 isolation_level="AUTOCOMMIT", schema_translate_map={TENANT_SCHEMA: self.schema}
             )
-            uow = UnitOfWork(conn, self.tenant)
+            uow = UnitOfWork(conn, self.tenant, marks=self._marks)
             try:
                 yield uow
                 if uow.has_queued_outbox:
@@ -397,5 +475,6 @@ class TenantDatabase:
                 uow.run_after_commit()
             finally:
                 # The statement that wrote them committed them, whatever happened after it.
+                uow.settle_marks(committed=True)
                 if uow.wrote_outbox:
                     self._on_outbox_commit(uow.committed())

@@ -53,6 +53,13 @@ class PlatformMetrics:
         self.outbox_published = Counter(
             "wf_outbox_published_messages", "Outbox rows published and marked sent.", registry=self.registry
         )
+        self.outbox_marked = Counter(
+            "wf_outbox_marked_messages",
+            "Published outbox rows marked sent, by who wrote the mark: a service statement that "
+            "carried it (write) or the relay's own statement (relay).",
+            ["by"],
+            registry=self.registry,
+        )
         self.outbox_publish_errors = Counter(
             "wf_outbox_publish_errors", "Failed outbox publishes (retried later).", registry=self.registry
         )

@@ -14,7 +14,9 @@ Relay (:class:`OutboxRelay`), in every service process:
   the same keys that existed when it wrote, and the relay is itself publishing every one of them
   (so it queues the new rows behind them). Otherwise (an older row it does not know: another
   replica's, or one whose publish failed) the rows are left to a pass. Rows published this way are
-  marked sent in batches, one ``UPDATE`` for all the rows published meanwhile;
+  marked sent by the service's next outbox statement (the relay lends them:
+  :class:`~wf_platform.db.SentMarks`; under load no statement and no commit of their own), or
+  after ``mark_delay_seconds`` by one ``UPDATE`` of the relay for all the rows still unmarked;
 - passes: woken by a commit it could not publish itself, and on a timer (``outbox_poll_seconds``) for
   rows written by other replicas or left by a crash;
 - takes a batch ``ORDER BY id ... FOR UPDATE SKIP LOCKED`` (several replicas each take other rows);
@@ -26,7 +28,11 @@ Relay (:class:`OutboxRelay`), in every service process:
   only while they are exactly that key's next unsent rows (SKIP LOCKED can hand a batch with a gap
   held by another replica); at the first older or missing row it leaves the key until the next pass.
   A failed publish stops its key for the pass;
-- exports ``wf_outbox_pending_messages`` and ``wf_outbox_lag_seconds`` (age of the oldest unsent row),
+- counts marks in ``wf_outbox_marked_messages{by="write"|"relay"}`` (by a service's statement, or
+  by the relay's own);
+- exports ``wf_outbox_pending_messages`` and ``wf_outbox_lag_seconds`` (age of the oldest unsent row;
+  published rows count until they are marked, at most ``mark_delay_seconds`` while the database
+  answers),
   and deletes sent rows after ``retention_seconds``.
 """
 
@@ -36,6 +42,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
@@ -95,7 +102,11 @@ queue behind them); far more than can be unsent at once."""
 
 
 class OutboxRelay:
-    """Publishes committed outbox rows; see the module docstring for the guarantees."""
+    """Publishes committed outbox rows; see the module docstring for the guarantees.
+
+    It is the :class:`~wf_platform.db.SentMarks` of the service's units of work (:meth:`lend`,
+    :meth:`settle`).
+    """
 
     def __init__(
         self,
@@ -107,6 +118,7 @@ class OutboxRelay:
         poll_seconds: float = 1.0,
         batch_size: int = 200,
         retention_seconds: float = 3600.0,
+        mark_delay_seconds: float = 0.2,
     ) -> None:
         self.engine = engine
         self.bus = bus
@@ -114,6 +126,8 @@ class OutboxRelay:
         self.poll_seconds = poll_seconds
         self.batch_size = batch_size
         self.retention_seconds = retention_seconds
+        self.mark_delay_seconds = mark_delay_seconds
+        """How long published rows wait for a service statement to mark them before the relay does."""
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._ticks = 0
@@ -125,7 +139,11 @@ class OutboxRelay:
         self._unmarked: list[int] = []
         """Ids published on the fast path and not yet marked sent."""
         self._marking: list[int] = []
-        """Ids whose mark is in flight."""
+        """Ids whose mark (the relay's own statement) is in flight."""
+        self._lent: set[int] = set()
+        """Ids lent to a service statement, not yet settled."""
+        self._mark_now = asyncio.Event()
+        """Cuts the marker's wait short (``stop``)."""
         self._tails: dict[str, asyncio.Task[bool]] = {}
         """Per ordering key, the fast path's last publishing task (the next one waits for it)."""
         self._marker: asyncio.Task[None] | None = None
@@ -200,16 +218,43 @@ class OutboxRelay:
         if published:
             if self.metrics is not None:
                 self.metrics.outbox_published.inc(published)
-            if self._marker is None or self._marker.done():
-                self._marker = asyncio.get_running_loop().create_task(self._mark_published())
+            self._mark_later()
         if not ok:
             self.wake()
         return ok
 
+    def lend(self) -> list[int]:
+        """The published rows not yet marked, for a service statement to mark (see ``SentMarks``)."""
+        if not self._unmarked:
+            return []
+        ids, self._unmarked = self._unmarked, []
+        self._lent.update(ids)
+        return ids
+
+    def settle(self, ids: Sequence[int], /, *, written: bool) -> None:
+        """Lent ids back: marked by a committed statement (``written``), or for the relay to mark."""
+        self._lent.difference_update(ids)
+        if written:
+            if self.metrics is not None:
+                self.metrics.outbox_marked.labels(by="write").inc(len(ids))
+            return
+        self._unmarked.extend(ids)
+        self._mark_later()
+
+    def _mark_later(self) -> None:
+        if self._marker is None or self._marker.done():
+            self._marker = asyncio.get_running_loop().create_task(self._mark_published())
+
     async def _mark_published(self) -> None:
-        """Mark the fast path's published rows sent: one statement for all published meanwhile."""
-        failures = 0
-        while self._unmarked:
+        """Mark sent the fast path's published rows that no service statement took while they
+        waited (``mark_delay_seconds``): one statement for all of them, then wait again for the
+        rows published meanwhile."""
+        pause = self.mark_delay_seconds
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._mark_now.wait(), timeout=pause)
+            if not self._unmarked:
+                return
             self._marking, self._unmarked = self._unmarked, []
             try:
                 async with self.engine.connect() as conn:
@@ -221,17 +266,23 @@ class OutboxRelay:
                 # Still unsent: retried here; after a crash a pass republishes them (the
                 # duplicate window drops the copies).
                 self._unmarked[:0] = self._marking
-                failures += 1
+                pause = min(30.0, pause * 2 + 0.5)
                 logger.warning(
                     "marking %d published outbox rows sent failed", len(self._marking), exc_info=True
                 )
-                await asyncio.sleep(min(30.0, 0.5 * 2**failures))
+                if self._mark_now.is_set():
+                    return  # stopping: no retries (the event would not pause them)
+            else:
+                if self.metrics is not None:
+                    self.metrics.outbox_marked.labels(by="relay").inc(len(self._marking))
+                pause = self.mark_delay_seconds
             finally:
                 self._marking = []
 
     def start(self) -> None:
         """Run the relay loop in the background (and publish commits on the fast path)."""
         if self._task is None:
+            self._mark_now.clear()
             self._task = asyncio.create_task(self._loop(), name="wf-outbox-relay")
 
     async def stop(self) -> None:
@@ -242,9 +293,12 @@ class OutboxRelay:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        pending = [t for t in (*self._tails.values(), self._marker) if t is not None and not t.done()]
+        pending = [t for t in self._tails.values() if not t.done()]
         if pending:
             await asyncio.wait(pending, timeout=2.0)
+        self._mark_now.set()  # what is unmarked now is marked at once, not after the delay
+        if self._marker is not None and not self._marker.done():
+            await asyncio.wait([self._marker], timeout=2.0)
         if self._unmarked and (self._marker is None or self._marker.done()):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._mark_published(), timeout=2.0)
@@ -288,7 +342,7 @@ class OutboxRelay:
         """One transaction: lock a batch, publish what may go, mark it sent. Returns (published, taken)."""
         async with self.engine.begin() as conn:
             # Rows the fast path holds are its to publish (and to order).
-            skip = [*self._queued, *self._unmarked, *self._marking]
+            skip = [*self._queued, *self._unmarked, *self._marking, *self._lent]
             rows = (await conn.execute(_TAKE, {"batch": self.batch_size, "skip": skip})).all()
             if not rows:
                 return 0, 0
@@ -322,6 +376,7 @@ class OutboxRelay:
                 await conn.execute(_MARK_SENT, {"ids": sent})
         if sent and self.metrics is not None:
             self.metrics.outbox_published.inc(len(sent))
+            self.metrics.outbox_marked.labels(by="relay").inc(len(sent))
         return len(sent), len(rows)
 
     async def _publish_run(self, run: list[Any], /) -> list[int]:

@@ -162,7 +162,7 @@ class Platform:
         """Units of work in ``tenant``'s schema (the tenant must have passed the gate)."""
         relay = self._relay
         return TenantDatabase(
-            self.engine, tenant, on_outbox_commit=relay.committed if relay else lambda _: None
+            self.engine, tenant, on_outbox_commit=relay.committed if relay else lambda _: None, marks=relay
         )
 
     async def ensure_active(self, tenant: TenantId, /) -> None:

@@ -24,7 +24,7 @@ from wf_platform.db import (
     OUTBOX_WRITE_COLUMNS,
     OUTBOX_WRITE_CTES,
     TENANT_SCHEMA,
-    OutboxMessage,
+    OutboxWrite,
     outbox_parameters,
 )
 from workflow_core import InstanceState
@@ -239,6 +239,10 @@ class WriteConflict(Exception):  # noqa: N818 - a condition to handle, not a fai
 
 _WRITE_CONFLICT_SQLSTATE = "WF409"
 """Raised by ``orch.write_guard`` (shared migration 0002)."""
+
+
+_OutboxColumns = tuple[list[int] | None, list[int] | None, list[int] | None]
+""":data:`~wf_platform.db.OUTBOX_WRITE_COLUMNS`, for :meth:`UnitOfWork.outbox_written`."""
 
 
 def _quoted(schema: str, /) -> str:
@@ -506,22 +510,21 @@ class InstanceRepository:
             jobs.update(dict.fromkeys(map(str, r.job_ids), row.id))
         return jobs, locked
 
-    async def write(
-        self, writes: Writes, outbox: Sequence[OutboxMessage] = (), /
-    ) -> tuple[list[int] | None, list[int] | None]:
+    async def write(self, writes: Writes, outbox: OutboxWrite, /) -> _OutboxColumns:
         """Flush a unit of work's writes and its outbox rows (:meth:`UnitOfWork.take_outbox`) with
         one statement, whatever their number (see :func:`_write_statement`).
 
         Returns:
-            What :meth:`UnitOfWork.outbox_written` takes: the outbox ids, the older unsent ids.
+            What :meth:`UnitOfWork.outbox_written` takes: the outbox ids, the older unsent ids, the
+            ids marked sent.
 
         Raises:
             WriteConflict: an instance was no longer at the revision it was locked at; nothing was
                 written (cannot happen while the lock is held; checked because a lost update
                 would be silent).
         """
-        if writes.empty and not outbox:
-            return [], []
+        if writes.empty and not outbox.messages:
+            return [], [], []  # the lent marks go back to the relay (never sent)
         states = writes.instances.items()
         return await self._guarded(
             _write_statement(self.schema),
@@ -542,8 +545,8 @@ class InstanceRepository:
         )
 
     async def start(
-        self, starts: Sequence[NewInstance], writes: Writes, outbox: Sequence[OutboxMessage], /
-    ) -> tuple[list[int] | None, list[int] | None]:
+        self, starts: Sequence[NewInstance], writes: Writes, outbox: OutboxWrite, /
+    ) -> _OutboxColumns:
         """Store new instances with what their start causes (``writes``: attempts and timers, no
         instance updates) and their outbox rows, with one statement (see :func:`_start_statement`).
 
@@ -578,16 +581,14 @@ class InstanceRepository:
             },
         )
 
-    async def _guarded(
-        self, statement: sa.TextClause, parameters: dict[str, Any], /
-    ) -> tuple[list[int] | None, list[int] | None]:
+    async def _guarded(self, statement: sa.TextClause, parameters: dict[str, Any], /) -> _OutboxColumns:
         try:
             row = (await self.conn.execute(statement, parameters)).one()
         except DBAPIError as exc:
             if getattr(exc.orig, "sqlstate", None) == _WRITE_CONFLICT_SQLSTATE:
                 raise WriteConflict(str(exc.orig)) from None
             raise
-        return row.outbox_ids, row.outbox_older
+        return row.outbox_ids, row.outbox_older, row.outbox_marked
 
     async def list(
         self,
