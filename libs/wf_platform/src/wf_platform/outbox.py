@@ -16,7 +16,10 @@ Relay (:class:`OutboxRelay`), in every service process:
   replica's, or one whose publish failed) the rows are left to a pass. Rows published this way are
   marked sent by the service's next outbox statement (the relay lends them:
   :class:`~wf_platform.db.SentMarks`; under load no statement and no commit of their own), or
-  after ``mark_delay_seconds`` by one ``UPDATE`` of the relay for all the rows still unmarked;
+  after ``mark_delay_seconds`` by one ``UPDATE`` of the relay for all the rows still unmarked. The
+  delay is short (10 ms): while a row is unmarked, another replica committing a row of the same
+  key sees an older unsent row it does not know and goes through a pass (which publishes the first
+  row again; JetStream drops the copy);
 - passes: woken by a commit it could not publish itself, and on a timer (``outbox_poll_seconds``) for
   rows written by other replicas or left by a crash;
 - takes a batch ``ORDER BY id ... FOR UPDATE SKIP LOCKED`` (several replicas each take other rows);
@@ -118,7 +121,7 @@ class OutboxRelay:
         poll_seconds: float = 1.0,
         batch_size: int = 200,
         retention_seconds: float = 3600.0,
-        mark_delay_seconds: float = 0.2,
+        mark_delay_seconds: float = 0.01,
     ) -> None:
         self.engine = engine
         self.bus = bus

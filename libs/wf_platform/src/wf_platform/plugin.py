@@ -199,6 +199,7 @@ class Platform:
             metrics=self.metrics,
             poll_seconds=settings.outbox_poll_seconds,
             batch_size=settings.outbox_batch_size,
+            mark_delay_seconds=settings.outbox_mark_delay_seconds,
         )
         if self.config.run_outbox_relay:
             self._relay.start()

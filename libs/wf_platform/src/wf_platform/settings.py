@@ -119,6 +119,10 @@ class ServiceSettings:
     """The outbox relay's timer; it is also woken right after each commit that wrote outbox rows."""
     outbox_batch_size: int = 200
     """Rows per relay transaction."""
+    outbox_mark_delay_seconds: float = 0.01
+    """How long rows the relay published wait for a business statement to mark them sent before the
+    relay marks them itself (:mod:`wf_platform.outbox`). Short: while a row is unmarked, another
+    replica committing a message of the same key sees it as unsent and publishes through a pass."""
     telemetry: TelemetrySettings = field(default_factory=_no_telemetry)
     """From the ``OTEL_*`` variables."""
 
