@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 import pytest
 import sqlalchemy as sa
@@ -295,100 +297,105 @@ async def _sent_payloads(engine: AsyncEngine) -> set[bytes]:
         return {bytes(row[0]) for row in result}
 
 
-def _marked(metrics: PlatformMetrics, by: str) -> float:
-    value = metrics.registry.get_sample_value("wf_outbox_marked_messages_total", {"by": by})
-    return value or 0.0
+@dataclass
+class _Lending:
+    """A started relay whose published rows wait for statements to mark them, and a tenant
+    database whose units of work carry those marks."""
+
+    bus: InMemoryEventBus
+    metrics: PlatformMetrics
+    relay: OutboxRelay
+    db: TenantDatabase
+
+    def marked(self) -> tuple[float, float]:
+        """Rows marked so far: (by a unit's statement, by the relay's own)."""
+
+        def count(by: str) -> float:
+            return (
+                self.metrics.registry.get_sample_value("wf_outbox_marked_messages_total", {"by": by}) or 0.0
+            )
+
+        return count("write"), count("relay")
+
+    async def publish(self, payload: bytes, /, *, key: str = "k") -> None:
+        """Commit one message and wait until the relay published it (bounded)."""
+        before = len(self.bus.messages)
+        async with self.db.transaction() as uow:
+            await uow.publish("wf.events.acme.k", payload, msg_id=payload.decode(), ordering_key=key)
+
+        async def published() -> bool:
+            return len(self.bus.messages) > before
+
+        await _eventually(published)
+
+
+@asynccontextmanager
+async def _lending(engine: AsyncEngine, *, mark_delay: float) -> AsyncIterator[_Lending]:
+    """The relay is stopped on exit (which marks what is left at once)."""
+    bus = InMemoryEventBus()
+    metrics = PlatformMetrics("test")
+    relay = OutboxRelay(engine, bus, metrics=metrics, poll_seconds=3600, mark_delay_seconds=mark_delay)
+    relay.start()
+    try:
+        yield _Lending(
+            bus,
+            metrics,
+            relay,
+            TenantDatabase(engine, TenantId("acme"), on_outbox_commit=relay.committed, marks=relay),
+        )
+    finally:
+        await relay.stop()
 
 
 async def test_published_rows_are_marked_by_the_next_outbox_statement(engine: AsyncEngine) -> None:
     """The relay lends what it published to the next statement that writes the outbox, in a
     transaction or alone: no statement of its own while the service writes (the delay is an hour)."""
-    bus = InMemoryEventBus()
-    metrics = PlatformMetrics("test")
-    relay = OutboxRelay(engine, bus, metrics=metrics, poll_seconds=3600, mark_delay_seconds=3600)
-    relay.start()
-    try:
-        db = TenantDatabase(engine, TenantId("acme"), on_outbox_commit=relay.committed, marks=relay)
-        async with db.transaction() as uow:
-            await uow.publish("wf.events.acme.k", b"first", msg_id="m1", ordering_key="k")
-
-        def published(n: int) -> Callable[[], Awaitable[bool]]:
-            async def check() -> bool:
-                return len(bus.messages) == n
-
-            return check
-
-        await _eventually(published(1))
+    async with _lending(engine, mark_delay=3600) as lending:
+        await lending.publish(b"first")
         assert await _unsent(engine) == 1  # published, not yet marked
-        async with db.transaction() as uow:
-            await uow.publish("wf.events.acme.k", b"second", msg_id="m2", ordering_key="k")
+        await lending.publish(b"second")
         assert await _sent_payloads(engine) == {b"first"}  # marked by the second commit's statement
-        await _eventually(published(2))
-        async with db.single_statement() as uow:
-            await uow.publish("wf.events.acme.other", b"third", msg_id="m3", ordering_key="other")
+        async with lending.db.single_statement() as uow:
+            await uow.publish("wf.events.acme.other", b"third", msg_id="third", ordering_key="other")
             await uow.flush()
         assert await _sent_payloads(engine) == {b"first", b"second"}
-        assert (_marked(metrics, "write"), _marked(metrics, "relay")) == (2, 0)
-        await _eventually(published(3))
-    finally:
-        await relay.stop()
+        assert lending.marked() == (2, 0)
     # Stopping marks what is left at once, with the relay's own statement.
     assert await _unsent(engine) == 0
-    assert (_marked(metrics, "write"), _marked(metrics, "relay")) == (2, 1)
+    assert lending.marked() == (2, 1)
 
 
 async def test_marks_of_a_rolled_back_unit_go_back_to_the_relay(engine: AsyncEngine) -> None:
-    bus = InMemoryEventBus()
-    metrics = PlatformMetrics("test")
-    relay = OutboxRelay(engine, bus, metrics=metrics, poll_seconds=3600, mark_delay_seconds=3600)
-    relay.start()
-    try:
-        db = TenantDatabase(engine, TenantId("acme"), on_outbox_commit=relay.committed, marks=relay)
-        async with db.transaction() as uow:
-            await uow.publish("wf.events.acme.k", b"first", msg_id="m1", ordering_key="k")
-
-        async def published() -> bool:
-            return len(bus.messages) == 1
-
-        await _eventually(published)
+    async with _lending(engine, mark_delay=3600) as lending:
+        await lending.publish(b"first")
 
         async def rolled_back() -> None:
-            async with db.transaction() as uow:
-                await uow.publish("wf.events.acme.k", b"never", msg_id="m-never", ordering_key="k")
+            async with lending.db.transaction() as uow:
+                await uow.publish("wf.events.acme.k", b"never", msg_id="never", ordering_key="k")
                 await uow.flush()  # this statement marked "first" ...
                 raise RuntimeError("business rule failed")  # ... and the mark rolls back with it
 
         with pytest.raises(RuntimeError):
             await rolled_back()
         assert await _sent_payloads(engine) == set()
-        lent = relay.lend()  # back with the relay: the next statement may take it again
+        lent = lending.relay.lend()  # back with the relay: the next statement may take it again
         assert len(lent) == 1
-        assert await relay.run_once() == (0, 0)  # a pass leaves a lent row alone (no republish)
-        relay.settle(lent, written=False)
-    finally:
-        await relay.stop()
+        assert await lending.relay.run_once() == (0, 0)  # a pass leaves a lent row alone (no republish)
+        lending.relay.settle(lent, written=False)
     assert await _sent_payloads(engine) == {b"first"}  # marked by the relay as it stopped
-    assert [m.payload for m in bus.messages] == [b"first"]
-    assert (_marked(metrics, "write"), _marked(metrics, "relay")) == (0, 1)
+    assert [m.payload for m in lending.bus.messages] == [b"first"]
+    assert lending.marked() == (0, 1)
 
 
 async def test_the_relay_marks_rows_no_statement_took_after_its_delay(engine: AsyncEngine) -> None:
-    bus = InMemoryEventBus()
-    metrics = PlatformMetrics("test")
-    relay = OutboxRelay(engine, bus, metrics=metrics, poll_seconds=3600, mark_delay_seconds=0.05)
-    relay.start()
-    try:
-        db = TenantDatabase(engine, TenantId("acme"), on_outbox_commit=relay.committed, marks=relay)
-        async with db.transaction() as uow:
-            await uow.publish("wf.events.acme.k", b"alone", msg_id="m1", ordering_key="k")
+    async with _lending(engine, mark_delay=0.05) as lending:
+        await lending.publish(b"alone")
 
         async def sent() -> bool:
             return await _unsent(engine) == 0
 
         await _eventually(sent)
-        assert (_marked(metrics, "write"), _marked(metrics, "relay")) == (0, 1)
-    finally:
-        await relay.stop()
+        assert lending.marked() == (0, 1)
 
 
 async def test_a_statement_does_not_wait_for_a_lent_row_another_transaction_holds(
@@ -396,29 +403,16 @@ async def test_a_statement_does_not_wait_for_a_lent_row_another_transaction_hold
 ) -> None:
     """Another replica's pass may hold a row this relay published: the business statement skips it
     (never waits on the outbox) and the row goes back to the relay."""
-    bus = InMemoryEventBus()
-    metrics = PlatformMetrics("test")
-    relay = OutboxRelay(engine, bus, metrics=metrics, poll_seconds=3600, mark_delay_seconds=3600)
-    relay.start()
-    try:
-        db = TenantDatabase(engine, TenantId("acme"), on_outbox_commit=relay.committed, marks=relay)
-        async with db.transaction() as uow:
-            await uow.publish("wf.events.acme.k", b"held", msg_id="m1", ordering_key="k")
-
-        async def published() -> bool:
-            return len(bus.messages) == 1
-
-        await _eventually(published)
+    async with _lending(engine, mark_delay=3600) as lending:
+        await lending.publish(b"held")
         async with engine.connect() as other, other.begin():
-            await other.execute(sa.text("SELECT id FROM wf.outbox WHERE msg_id = 'm1' FOR UPDATE"))
+            await other.execute(sa.text("SELECT id FROM wf.outbox WHERE msg_id = 'held' FOR UPDATE"))
             async with asyncio.timeout(5):  # would wait for the lock forever without SKIP LOCKED
-                async with db.transaction() as uow:
-                    await uow.publish("wf.events.acme.k", b"next", msg_id="m2", ordering_key="k")
+                async with lending.db.transaction() as uow:
+                    await uow.publish("wf.events.acme.k", b"next", msg_id="next", ordering_key="k")
         assert await _sent_payloads(engine) == set()
-        assert _marked(metrics, "write") == 0
-        lent = relay.lend()
+        assert lending.marked() == (0, 0)
+        lent = lending.relay.lend()
         assert len(lent) >= 1  # "held" is back with the relay (and "next" once published)
-        relay.settle(lent, written=False)
-    finally:
-        await relay.stop()
+        lending.relay.settle(lent, written=False)
     assert await _unsent(engine) == 0  # the relay marked both as it stopped
