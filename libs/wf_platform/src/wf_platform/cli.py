@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -16,9 +18,29 @@ from wf_platform.logs import configure_logging
 from wf_platform.plugin import PlatformConfig, migrate
 from wf_platform.settings import ServiceSettings
 
-__all__ = ["service_main"]
+__all__ = ["freeze_startup_heap", "service_main"]
 
 S = TypeVar("S", bound=ServiceSettings)
+
+logger = logging.getLogger("wf_platform.cli")
+
+
+def freeze_startup_heap(_: object = None, /) -> int:
+    """Move every object startup built out of the garbage collector's reach (``gc.freeze``); the
+    number moved.
+
+    A served process holds ~160,000 such objects (modules, the app and its schemas, the pools), and
+    a full collection traversed all of them: 70-160 ms with the event loop stopped, every few
+    seconds under load, which set the latency p99 (measured in the orchestrator at 150 W1
+    instances/s). Frozen, they are still freed by reference counting; only cycles among them would
+    stay, and startup's garbage is collected first. Served processes only (``service_main``): a test
+    process builds many apps and would keep each one's cycles.
+    """
+    gc.collect()
+    gc.freeze()
+    frozen = gc.get_freeze_count()
+    logger.info("startup heap frozen: %d objects out of the collector's reach", frozen)
+    return frozen
 
 
 def service_main(
@@ -53,8 +75,10 @@ def service_main(
         count = asyncio.run(run_migrations())
         print(f"migrated {count} tenant(s)")  # noqa: T201 - a command's result
         return 0
+    app = create_app(settings)
+    app.on_startup.append(freeze_startup_heap)  # after every lifespan: the app is fully started
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         log_config=None,
