@@ -6,6 +6,7 @@ Whatever the graph and whatever the workers do: the engine terminates, never dis
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -73,6 +74,84 @@ def graphs(draw: st.DrawFn) -> dict[str, Any]:
     return {"name": "random", "version": "1.0.0", "steps": steps, "edges": edges}
 
 
+class _World:
+    """What the engine's commands cause, simulated: each job ends as the next of ``outcomes`` says
+    (``twice``: its completion arrives twice), each task is completed, and when nothing else is
+    left the earliest timer fires. :meth:`events` hands the events over, at most 1,000, stamped
+    with the clock when handed over if ``restamp`` (else with the clock when caused)."""
+
+    def __init__(
+        self,
+        outcomes: list[str],
+        now: datetime,
+        *,
+        worker: str | None = None,
+        dispatch_once: bool = False,
+        restamp: bool = False,
+    ) -> None:
+        self.now = now
+        self.worker = worker
+        self.dispatch_once = dispatch_once
+        self.restamp = restamp
+        self.queue: list[Event] = []
+        self.open_tasks: set[str] = set()
+        self.open_timers: dict[str, datetime] = {}
+        self._dispatched: set[tuple[str, int]] = set()
+        self._outcome = iter(outcomes * 50)
+
+    def absorb(self, commands: list[Any]) -> None:
+        now = self.now
+        for command in commands:
+            if isinstance(command, DispatchJob):
+                if self.dispatch_once:
+                    key = (command.job_id, command.attempt)
+                    assert key not in self._dispatched, f"dispatched twice: {key}"
+                    self._dispatched.add(key)
+                kind = next(self._outcome)
+                if kind in ("ok", "twice"):
+                    done = StepCompleted(
+                        at=now,
+                        job_id=command.job_id,
+                        attempt=command.attempt,
+                        output={"seen": True},
+                        worker=self.worker,
+                    )
+                    self.queue.extend([done, done] if kind == "twice" else [done])
+                else:
+                    error = StepError(type="Boom", retryable=kind == "retryable")
+                    self.queue.append(
+                        StepFailed(at=now, job_id=command.job_id, attempt=command.attempt, error=error)
+                    )
+            elif isinstance(command, CreateTask):
+                self.open_tasks.add(command.task_id)
+                self.queue.append(TaskCompleted(at=now, task_id=command.task_id, data={}))
+            elif isinstance(command, CancelTask):
+                self.open_tasks.discard(command.task_id)
+            elif isinstance(command, StartTimer):
+                self.open_timers[command.timer_id] = command.due_at
+            elif isinstance(command, CancelTimer):
+                self.open_timers.pop(command.timer_id, None)
+
+    def events(self) -> Iterator[Event]:
+        """The next event until none is left; the clock moves a second with each."""
+        for _ in range(1000):
+            if not self.queue and self.open_timers:
+                timer_id, due = min(self.open_timers.items(), key=lambda item: item[1])
+                del self.open_timers[timer_id]
+                self.now = max(self.now, due)
+                self.queue.append(TimerFired(at=self.now, timer_id=timer_id))
+            if not self.queue:
+                return
+            event = self.queue.pop(0)
+            if isinstance(event, TaskCompleted):
+                self.open_tasks.discard(event.task_id)
+            if self.restamp:
+                event = msgspec.structs.replace(event, at=self.now)
+            self.now += timedelta(seconds=1)  # before the event is applied: what it causes is later
+            yield event
+        raise AssertionError("the engine did not come to rest within 1000 events")
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     graph=graphs(),
@@ -88,66 +167,19 @@ def test_engine_terminates_never_double_dispatches_and_leaves_nothing_open(
     except DefinitionInvalidError as exc:  # generated graphs are meant to be valid
         raise AssertionError(exc.errors) from exc
     machine = WorkflowMachine.for_definition(definition)
-    now = datetime(2026, 1, 1, tzinfo=UTC)
-    result = machine.apply(None, Started(at=now, instance_id="p-1", input={"x": x, "y": y}))
+    world = _World(outcomes, datetime(2026, 1, 1, tzinfo=UTC), dispatch_once=True)
+    result = machine.apply(None, Started(at=world.now, instance_id="p-1", input={"x": x, "y": y}))
     state: InstanceState = result.state
-    dispatched: set[tuple[str, int]] = set()
-    open_tasks: set[str] = set()
-    open_timers: dict[str, datetime] = {}
-    queue: list[Event] = []
-    outcome = iter(outcomes * 50)
-
-    def absorb(commands: list[Any]) -> None:
-        for command in commands:
-            if isinstance(command, DispatchJob):
-                key = (command.job_id, command.attempt)
-                assert key not in dispatched, f"dispatched twice: {key}"
-                dispatched.add(key)
-                kind = next(outcome)
-                if kind == "ok":
-                    queue.append(
-                        StepCompleted(
-                            at=now, job_id=command.job_id, attempt=command.attempt, output={"seen": True}
-                        )
-                    )
-                else:
-                    error = StepError(type="Boom", retryable=kind == "retryable")
-                    queue.append(
-                        StepFailed(at=now, job_id=command.job_id, attempt=command.attempt, error=error)
-                    )
-            elif isinstance(command, CreateTask):
-                open_tasks.add(command.task_id)
-                queue.append(TaskCompleted(at=now, task_id=command.task_id, data={}))
-            elif isinstance(command, CancelTask):
-                open_tasks.discard(command.task_id)
-            elif isinstance(command, StartTimer):
-                open_timers[command.timer_id] = command.due_at
-            elif isinstance(command, CancelTimer):
-                open_timers.pop(command.timer_id, None)
-
-    absorb(result.commands)
-    for _ in range(1000):
-        if not queue and open_timers:
-            timer_id, due = min(open_timers.items(), key=lambda item: item[1])
-            del open_timers[timer_id]
-            now = max(now, due)
-            queue.append(TimerFired(at=now, timer_id=timer_id))
-        if not queue:
-            break
-        event = queue.pop(0)
-        if isinstance(event, TaskCompleted):
-            open_tasks.discard(event.task_id)
-        now += timedelta(seconds=1)
+    world.absorb(result.commands)
+    for event in world.events():
         result = machine.apply(state, event)
         state = result.state
-        absorb(result.commands)
-    else:
-        raise AssertionError("the engine did not come to rest within 1000 events")
+        world.absorb(result.commands)
 
     assert state.status in (InstanceStatus.COMPLETED, InstanceStatus.FAILED), state.status
     if state.status is InstanceStatus.COMPLETED:
-        assert not open_tasks
-        assert not open_timers
+        assert not world.open_tasks
+        assert not world.open_timers
         assert not state.activations and not state.tokens
     else:
         assert state.incidents
@@ -226,59 +258,19 @@ def test_the_shortcuts_for_starts_and_chained_steps_give_what_the_general_path_g
     definition = load_definition(graph)
     fast = WorkflowMachine.for_definition(definition, default_timeout=default_timeout)
     general = _GeneralOnly.for_definition(definition, default_timeout=default_timeout)
-    now = datetime(2026, 1, 1, tzinfo=UTC)
-    started = Started(at=now, instance_id="p-1", input={"x": x, "y": y})
+    world = _World(outcomes, datetime(2026, 1, 1, tzinfo=UTC), worker="w-1", restamp=True)
+    started = Started(at=world.now, instance_id="p-1", input={"x": x, "y": y})
     first = fast.apply(None, started)
     first_general = general.apply(None, started)
     assert msgspec.json.encode(first) == msgspec.json.encode(first_general)
     fast_state, general_state = first.state, first_general.state
-    queue: list[Event] = []
-    open_timers: dict[str, datetime] = {}
-    outcome = iter(outcomes * 50)
-
-    def absorb(commands: list[Any]) -> None:
-        for command in commands:
-            if isinstance(command, DispatchJob):
-                kind = next(outcome)
-                if kind in ("ok", "twice"):
-                    done = StepCompleted(
-                        at=now,
-                        job_id=command.job_id,
-                        attempt=command.attempt,
-                        output={"seen": True},
-                        worker="w-1",
-                    )
-                    queue.extend([done, done] if kind == "twice" else [done])
-                else:
-                    error = StepError(type="Boom", retryable=kind == "retryable")
-                    queue.append(
-                        StepFailed(at=now, job_id=command.job_id, attempt=command.attempt, error=error)
-                    )
-            elif isinstance(command, CreateTask):
-                queue.append(TaskCompleted(at=now, task_id=command.task_id, data={}))
-            elif isinstance(command, StartTimer):
-                open_timers[command.timer_id] = command.due_at
-            elif isinstance(command, CancelTimer):
-                open_timers.pop(command.timer_id, None)
-
-    absorb(first.commands)
-    for _ in range(1000):
-        if not queue and open_timers:
-            timer_id, due = min(open_timers.items(), key=lambda item: item[1])
-            del open_timers[timer_id]
-            now = max(now, due)
-            queue.append(TimerFired(at=now, timer_id=timer_id))
-        if not queue:
-            break
-        event = msgspec.structs.replace(queue.pop(0), at=now)
-        now += timedelta(seconds=1)
+    world.absorb(first.commands)
+    for event in world.events():
         fast_result = fast.apply(fast_state, event, in_place=in_place)
         general_result = general.apply(general_state, event, in_place=in_place)
         assert msgspec.json.encode(fast_result) == msgspec.json.encode(general_result)
         fast_state, general_state = fast_result.state, general_result.state
-        absorb(fast_result.commands)
-    else:
-        raise AssertionError("the engine did not come to rest within 1000 events")
+        world.absorb(fast_result.commands)
 
 
 def test_a_chain_of_machine_steps_takes_the_shortcuts() -> None:
