@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Mapping
 from typing import Any
 
+import pytest
+
+from wf_platform.bus import EventBus
 from workflow_core.messages import JobMessage, JobResult
 
 from .conftest import Suite, fail, ok
@@ -469,3 +473,58 @@ async def test_an_overdue_task_is_escalated(suite: Suite) -> None:
         "priority": 90,
     }
     assert (await suite.get(started["id"]))["status"] == "waiting"
+
+
+class _HeldStartedEvents:
+    """The relay's bus, holding every ``instance.started`` publish until released (a slow ack)."""
+
+    def __init__(self, bus: EventBus) -> None:
+        self.bus = bus
+        self.release = asyncio.Event()
+        self.held = 0
+
+    async def publish(
+        self, subject: str, payload: bytes, /, *, msg_id: str, headers: Mapping[str, str] | None = None
+    ) -> None:
+        if subject.endswith(".instance.started"):
+            self.held += 1
+            await self.release.wait()
+        await self.bus.publish(subject, payload, msg_id=msg_id, headers=headers)
+
+
+async def test_jobs_do_not_wait_for_their_instance_s_events_and_events_keep_their_order(suite: Suite) -> None:
+    """A job is ordered only with its own attempts: it goes out while its instance's ``started``
+    event still waits for its acknowledgement. The instance's events keep their order."""
+    relay = suite.orchestrator.platform.relay
+    held = _HeldStartedEvents(relay.bus)
+    relay.bus = held
+    events = await suite.js.subscribe(f"wf.events.{suite.tenant}.instance.*", stream="WF_EVENTS")
+    fork = {
+        "name": "fork3",
+        "version": "1.0.0",
+        "steps": {
+            "split": {"type": "parallel_gateway"},
+            **{f"b{i}": {"type": "machine", "step_type": "f.branch"} for i in range(3)},
+            "end": {"type": "machine", "step_type": "f.end"},
+        },
+        "edges": [
+            *({"source": "split", "target": f"b{i}"} for i in range(3)),
+            *({"source": f"b{i}", "target": "end"} for i in range(3)),
+        ],
+    }
+    await suite.register(fork)
+    await suite.worker("f.branch", ok())
+    await suite.worker("f.end", ok())
+    try:
+        started = await suite.start("fork3")
+        # Every job ran and the instance ended while its ``started`` event was still held.
+        await suite.wait_status(started["id"], "completed", timeout=15)
+        assert held.held == 1
+        with pytest.raises(TimeoutError):
+            await events.next_msg(timeout=0.3)
+    finally:
+        held.release.set()
+    first, second = (await events.next_msg(timeout=10), await events.next_msg(timeout=10))
+    assert [first.subject.rsplit(".", 1)[1], second.subject.rsplit(".", 1)[1]] == ["started", "completed"]
+    assert all(started["id"].encode() in m.data for m in (first, second))
+    await events.unsubscribe()

@@ -4,7 +4,9 @@ Every state change is atomic on the tenant's schema: read the instance row, appl
 the instance's own definition version, and store the new state (revision + 1) together with the
 engine's commands: step attempts and timers as rows, jobs, task commands and lifecycle events as
 outbox rows (published after commit by the relay with stable ``Nats-Msg-Id``s). A crash anywhere
-before the commit leaves nothing; after it, everything.
+before the commit leaves nothing; after it, everything. An instance's events and task messages are
+published in the order they were caused (the instance is their ordering key); each job is ordered
+only with its own attempts, so a job never waits for another message's acknowledgement.
 
 A change to existing instances is a transaction that locks their rows first, except a worker's
 result for an instance whose latest state this process wrote itself: that one is applied to the
@@ -79,6 +81,11 @@ _OUTCOMES = {
 }
 
 logger = logging.getLogger("orchestrator.runtime")
+
+
+def job_ordering_key(job_id: str, /) -> str:
+    """The outbox ordering key of a job's attempts: their own, not the instance's (see ``_dispatch``)."""
+    return f"job:{job_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,11 +309,14 @@ class Runtime:
             kind=SpanKind.PRODUCER,
             **{"wf.job_id": command.job_id, "wf.attempt": command.attempt, "wf.step": command.step},
         ):
+            # Ordered per job (its attempts), not per instance: a job needs nothing published
+            # before it (its cause committed first), so it does not wait for the acks of the
+            # instance's ``started`` event or of the other jobs of a fan-out, and goes out at once.
             await uow.publish(
                 job_subject(tenant, command.step_type),
                 encode(message),
                 msg_id=job_msg_id(command.job_id, command.attempt),
-                ordering_key=state.instance_id,
+                ordering_key=job_ordering_key(command.job_id),
             )
         uow.after_commit(self.metrics.jobs_dispatched.labels(step_type=command.step_type).inc)
 
