@@ -4,8 +4,9 @@ the definition registry, the orchestrator (and the task inbox for W4) as real pr
 the closed-loop load driver.
 
 Completion is detected precisely: the driver subscribes (core NATS) to
-``wf.events.<tenant>.instance.*``, which the orchestrator's outbox relay publishes when an instance
-ends; a client's latency is "POST /v1/instances sent" → "its ``instance.completed`` event received".
+``wf.events.<tenant>.instance.{completed,failed,cancelled}``, which the orchestrator's outbox relay
+publishes when an instance ends; a client's latency is "POST /v1/instances sent" → "its
+``instance.completed`` event received".
 """
 
 from __future__ import annotations
@@ -256,7 +257,10 @@ class SuiteDriver:
             timeout=aiohttp.ClientTimeout(total=60),
         )
         self.nc = await nats.connect(self.stack.nats.url)
-        await self.nc.subscribe(f"wf.events.{self.stack.tenant}.instance.*", cb=self._on_event)
+        # Only the ends: a subscription to every instance event would hand the driver (and
+        # nats-server) a ``started`` event per instance to throw away.
+        for end in ("completed", "failed", "cancelled"):
+            await self.nc.subscribe(f"wf.events.{self.stack.tenant}.instance.{end}", cb=self._on_event)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -268,8 +272,6 @@ class SuiteDriver:
     async def _on_event(self, message: Any) -> None:
         at = time.perf_counter()
         status = message.subject.rsplit(".", 1)[-1]
-        if status == "started":
-            return
         instance_id = self._decoder.decode(message.data).instance_id
         self._running.discard(instance_id)
         waiter = self._waiters.pop(instance_id, None)

@@ -68,7 +68,8 @@ class NewInstance:
     trace_id: str | None
     traceparent: str | None
     idempotency_key: str | None
-    request_digest: str
+    request_digest: str | None
+    """What a replay with the same idempotency key must match (only with a key)."""
     created_by: str
 
     def row(self) -> InstanceRow:

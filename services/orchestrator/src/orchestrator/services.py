@@ -268,8 +268,9 @@ class InstanceService:
             problems.append(FieldError(path="version", message="not a semantic version"))
         if problems:
             raise UnprocessableError("invalid start request", errors=problems)
-        digest = _digest(request)
+        digest: str | None = None
         if idempotency_key is not None:
+            digest = _digest(request)
             existing = await self._replay(idempotency_key, digest)
             if existing is not None:
                 return existing
@@ -312,7 +313,7 @@ class InstanceService:
                 else (resolved.name, resolved.version, resolved.digest, resolved.wire),
             )
             if not await self.runtime.starts.submit(self.db, pending):
-                assert idempotency_key is not None
+                assert idempotency_key is not None and digest is not None
                 existing = await self._replay(idempotency_key, digest)
                 assert existing is not None
                 return existing
