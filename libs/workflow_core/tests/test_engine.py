@@ -317,6 +317,15 @@ def test_sequential_ids_are_the_instance_ids_prefix_and_the_counter(clock: Clock
     assert uuid.UUID(job.job_id).version == 4  # still a UUID string, for anyone who parses it
 
 
+def test_sequential_ids_read_from_the_table_and_formatted_past_it_agree(clock: Clock) -> None:
+    from workflow_core.engine import _make_id  # pyright: ignore[reportPrivateUsage]
+
+    m = WorkflowMachine.for_definition(one_step(), ids="sequential")
+    state = m.apply(None, Started(at=clock(), instance_id="0f1c2a8e-3b7d-4c4e-9a0b-1d2e3f405162")).state
+    for number in (1, 10, 255, 256, 257, 4096, 2**40):
+        assert _make_id(m, state, "job", number) == f"0f1c2a8e-3b7d-4c4e-9a0b-{number:012x}"
+
+
 def test_sequential_ids_need_a_uuid_instance_id(clock: Clock) -> None:
     m = WorkflowMachine.for_definition(one_step(), ids="sequential")
     with pytest.raises(EngineError, match="UUID instance id"):

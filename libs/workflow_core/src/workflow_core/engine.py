@@ -410,10 +410,18 @@ def _is_uuid(text: str) -> bool:
     return len(text) == 36 and text[8] == text[13] == text[18] == text[23] == "-"
 
 
+_TABULATED_COUNTERS = 256
+_COUNTER_DIGITS = ["%012x" % number for number in range(_TABULATED_COUNTERS)]  # noqa: UP031
+"""The 12 hex digits of a sequential id's counter, for the first 256 ids of an instance (most
+instances make fewer). Formatting runs on every step, and ``%``-format's C code is large enough that
+most of its cost is instruction-cache misses: a list read has none."""
+
+
 def _make_id(machine: WorkflowMachine, state: InstanceState, kind: str, number: int) -> str:
     """The id of the instance's ``number``-th thing of ``kind`` (see :class:`WorkflowMachine`)."""
     if machine.ids == "sequential":
-        # %-format: an f-string with a format spec costs 50 % more, and this runs on every step
+        if number < _TABULATED_COUNTERS:
+            return state.instance_id[:24] + _COUNTER_DIGITS[number]
         return state.instance_id[:24] + "%012x" % number  # noqa: UP031
     return _uuid5(f"{state.instance_id}/{kind}/{number}")
 
