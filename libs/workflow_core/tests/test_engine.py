@@ -355,3 +355,43 @@ def test_a_refused_event_leaves_an_in_place_state_as_it_was(clock: Clock) -> Non
     with pytest.raises(NoIncidentError):
         m.apply(start.state, RetryRequested(at=clock()), in_place=True)
     assert msgspec.json.encode(start.state) == before
+
+
+def _holds_only_plain_values(field_type: msgspec.inspect.Type) -> bool:
+    """Whether a field of this type can hold only values that cannot refer back to a Struct."""
+    inspect = msgspec.inspect
+    plain = (
+        inspect.StrType,
+        inspect.IntType,
+        inspect.FloatType,
+        inspect.BoolType,
+        inspect.NoneType,
+        inspect.DateTimeType,
+        inspect.EnumType,
+        inspect.LiteralType,
+    )
+    if isinstance(field_type, plain):
+        return True
+    if isinstance(field_type, inspect.UnionType):
+        return all(_holds_only_plain_values(t) for t in field_type.types)
+    if isinstance(field_type, inspect.StructType):
+        return field_type.cls.__struct_config__.gc is False  # itself checked below
+    return False
+
+
+def test_structs_the_cycle_collector_does_not_track_hold_only_plain_values() -> None:
+    """``gc=False`` is safe only for a Struct that cannot be part of a reference cycle: a field that
+    can hold a container (dict, list, Any) would let one leak."""
+    from workflow_core import models
+
+    untracked = [
+        cls
+        for cls in vars(models).values()
+        if isinstance(cls, type) and issubclass(cls, msgspec.Struct) and cls.__struct_config__.gc is False
+    ]
+    assert {models.StepRecord, models.Activation} <= set(untracked)
+    for cls in untracked:
+        info = msgspec.inspect.type_info(cls)
+        assert isinstance(info, msgspec.inspect.StructType)
+        for field in info.fields:
+            assert _holds_only_plain_values(field.type), f"{cls.__name__}.{field.name}"

@@ -96,7 +96,15 @@ class TimerKind(enum.StrEnum):
     TASK_DUE = "task_due"
 
 
-class StepError(msgspec.Struct, frozen=True, kw_only=True):
+# ``gc=False``: Structs whose fields are plain values (strings, numbers, times, enums, other such
+# Structs) cannot be part of a reference cycle, so the cycle collector need not track them. Every
+# step makes several (its history record, its activation) and finished instances keep their history:
+# untracked, they cost less to make and free, and collections have fewer objects to walk. A field
+# that can hold a container (a dict, a list, Any) would make such a Struct unsafe to leave untracked
+# (a test checks that none has one).
+
+
+class StepError(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """Why a step attempt failed, as a worker reports it."""
 
     type: str
@@ -107,14 +115,14 @@ class StepError(msgspec.Struct, frozen=True, kw_only=True):
 # --------------------------------------------------------------------------- state
 
 
-class Token(msgspec.Struct, frozen=True, kw_only=True):
+class Token(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """A token that arrived at a join and waits for the others that can still reach it."""
 
     id: int
     node: str
 
 
-class Activation(msgspec.Struct, frozen=True, kw_only=True):
+class Activation(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """One live execution of a node: a job, a task, a timer or signal wait, or an incident."""
 
     id: int
@@ -134,7 +142,7 @@ class Activation(msgspec.Struct, frozen=True, kw_only=True):
     bypass_bound: bool = False
 
 
-class Incident(msgspec.Struct, frozen=True, kw_only=True):
+class Incident(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """A problem that stops a branch until someone retries it."""
 
     id: str
@@ -146,7 +154,7 @@ class Incident(msgspec.Struct, frozen=True, kw_only=True):
     error: StepError | None = None
 
 
-class StepRecord(msgspec.Struct, frozen=True, kw_only=True):
+class StepRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """One entry of an instance's step history (an attempt of a step, or a routing decision)."""
 
     node: str
