@@ -95,52 +95,44 @@ __all__ = [
 MAX_ACTIVATIONS_PER_EVENT = 10_000
 """A safety net: one event never activates more nodes than this (loops are bounded anyway)."""
 
-# Enum members as plain class attributes. On Python 3.11 reading a member off its Enum class
+# Enum members as module constants. On Python 3.11 reading a member off its Enum class
 # (``StepKind.MACHINE``) costs ~0.25 µs, ten times a plain attribute, because ``EnumType`` defines
-# ``__getattr__``; the engine reads dozens per event.
+# ``__getattr__``; an attribute of a plain class still costs twice a module global (3.11 specializes
+# global reads, not class attribute reads), and the engine reads several on every step.
 
+_INSTANCE_CANCELLED = InstanceStatus.CANCELLED
+_INSTANCE_COMPLETED = InstanceStatus.COMPLETED
+_INSTANCE_FAILED = InstanceStatus.FAILED
+_INSTANCE_RUNNING = InstanceStatus.RUNNING
+_INSTANCE_WAITING = InstanceStatus.WAITING
 
-class _InstanceStatus:
-    CANCELLED = InstanceStatus.CANCELLED
-    COMPLETED = InstanceStatus.COMPLETED
-    FAILED = InstanceStatus.FAILED
-    RUNNING = InstanceStatus.RUNNING
-    WAITING = InstanceStatus.WAITING
+_KIND_EXCLUSIVE_GATEWAY = StepKind.EXCLUSIVE_GATEWAY
+_KIND_HUMAN = StepKind.HUMAN
+_KIND_INCLUSIVE_GATEWAY = StepKind.INCLUSIVE_GATEWAY
+_KIND_MACHINE = StepKind.MACHINE
+_KIND_PARALLEL_GATEWAY = StepKind.PARALLEL_GATEWAY
+_KIND_SIGNAL = StepKind.SIGNAL
+_KIND_TIMER = StepKind.TIMER
 
+_STEP_CANCELLED = StepStatus.CANCELLED
+_STEP_COMPLETED = StepStatus.COMPLETED
+_STEP_FAILED = StepStatus.FAILED
+_STEP_INCIDENT = StepStatus.INCIDENT
+_STEP_RETRY_SCHEDULED = StepStatus.RETRY_SCHEDULED
+_STEP_RUNNING = StepStatus.RUNNING
+_STEP_WAITING = StepStatus.WAITING
 
-class _StepKind:
-    EXCLUSIVE_GATEWAY = StepKind.EXCLUSIVE_GATEWAY
-    HUMAN = StepKind.HUMAN
-    INCLUSIVE_GATEWAY = StepKind.INCLUSIVE_GATEWAY
-    MACHINE = StepKind.MACHINE
-    PARALLEL_GATEWAY = StepKind.PARALLEL_GATEWAY
-    SIGNAL = StepKind.SIGNAL
-    TIMER = StepKind.TIMER
-
-
-class _StepStatus:
-    CANCELLED = StepStatus.CANCELLED
-    COMPLETED = StepStatus.COMPLETED
-    FAILED = StepStatus.FAILED
-    INCIDENT = StepStatus.INCIDENT
-    RETRY_SCHEDULED = StepStatus.RETRY_SCHEDULED
-    RUNNING = StepStatus.RUNNING
-    WAITING = StepStatus.WAITING
-
-
-class _TimerKind:
-    DEADLINE = TimerKind.DEADLINE
-    RETRY = TimerKind.RETRY
-    TASK_DUE = TimerKind.TASK_DUE
-    TIMER = TimerKind.TIMER
-
+_TIMER_DEADLINE = TimerKind.DEADLINE
+_TIMER_RETRY = TimerKind.RETRY
+_TIMER_TASK_DUE = TimerKind.TASK_DUE
+_TIMER_TIMER = TimerKind.TIMER
 
 _ID_NAMESPACE = uuid.UUID("6f1c2a8e-3b7d-5c4e-9a0b-1d2e3f405162")
 _ID_HASH = hashlib.sha1(_ID_NAMESPACE.bytes, usedforsecurity=False)
 _ID_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 """RFC 4122 variant: the top two bits of the 17th hex digit become ``10``."""
-_ENDED = (_InstanceStatus.COMPLETED, _InstanceStatus.CANCELLED)
-_CHOICES = (_StepKind.EXCLUSIVE_GATEWAY, _StepKind.INCLUSIVE_GATEWAY)
+_ENDED = (_INSTANCE_COMPLETED, _INSTANCE_CANCELLED)
+_CHOICES = (_KIND_EXCLUSIVE_GATEWAY, _KIND_INCLUSIVE_GATEWAY)
 
 
 def _uuid5(name: str) -> str:
@@ -291,7 +283,7 @@ class WorkflowMachine:
         no ``_Run``, no routing, no join scan, and after a chained step the status stays
         ``running`` (the step just dispatched runs; a running instance has no incident).
         ``None``, with nothing changed, for anything else: the general path decides."""
-        if state.status is not _InstanceStatus.RUNNING or state.tokens:
+        if state.status is not _INSTANCE_RUNNING or state.tokens:
             return None
         job_id = event.job_id
         for activation in state.activations:
@@ -299,7 +291,7 @@ class WorkflowMachine:
                 break
         else:
             return None
-        if activation.attempt != event.attempt or activation.status is not _StepStatus.RUNNING:
+        if activation.attempt != event.attempt or activation.status is not _STEP_RUNNING:
             return None
         following = self._plan.chain.get(activation.node)
         if following is None and activation.node not in self._plan.ends:
@@ -314,8 +306,8 @@ class WorkflowMachine:
         state.history.append(
             StepRecord(
                 node=activation.node,
-                kind=_StepKind.MACHINE,
-                status=_StepStatus.COMPLETED,
+                kind=_KIND_MACHINE,
+                status=_STEP_COMPLETED,
                 at=at,
                 attempt=activation.attempt,
                 job_id=job_id,
@@ -323,7 +315,7 @@ class WorkflowMachine:
             )
         )
         if following is None:  # the token ends here
-            _settle(state, _InstanceStatus.RUNNING, at, commands)
+            _settle(state, _INSTANCE_RUNNING, at, commands)
             return Transition(state, commands)
         state.visits[following.id] = state.visits.get(following.id, 0) + 1
         _dispatch_first(self, state, following, at, commands)
@@ -364,7 +356,7 @@ class _Plan:
             error_edges[node_id] = [e for e in outgoing if e.on_error]
             if not edges:
                 continue
-            if node.kind is _StepKind.PARALLEL_GATEWAY:
+            if node.kind is _KIND_PARALLEL_GATEWAY:
                 static[node_id] = [e.target for e in edges]
             elif node.kind not in _CHOICES and all(e.condition is None for e in edges):
                 taken = [e for e in edges if not e.default] or [e for e in edges if e.default]
@@ -376,14 +368,14 @@ class _Plan:
             if (
                 len(targets) == 1
                 and following.id not in joins
-                and following.kind is _StepKind.MACHINE
+                and following.kind is _KIND_MACHINE
                 and following.max_visits is None
             ):
                 chain[node_id] = following
         ends = frozenset(node_id for node_id, edges in routes.items() if not edges)
         first = graph.nodes[graph.start[0]] if len(graph.start) == 1 else None
         if first is not None and (
-            first.id in joins or first.kind is not _StepKind.MACHINE or first.max_visits is not None
+            first.id in joins or first.kind is not _KIND_MACHINE or first.max_visits is not None
         ):
             first = None
         return cls(routes, error_edges, static, joins, chain, ends, first)
@@ -394,7 +386,7 @@ def _new_state(machine: WorkflowMachine, event: Started) -> InstanceState:
         instance_id=event.instance_id,
         definition=machine.name,
         version=machine.version,
-        status=_InstanceStatus.RUNNING,
+        status=_INSTANCE_RUNNING,
         data=dict(event.input),
         started_at=event.at,
         updated_at=event.at,
@@ -448,7 +440,7 @@ def _dispatch_first(
             id=number,
             node=node.id,
             kind=node.kind,
-            status=_StepStatus.RUNNING,
+            status=_STEP_RUNNING,
             started_at=at,
             attempt=1,
             job_id=job_id,
@@ -467,9 +459,7 @@ def _dispatch_first(
         )
     )
     if deadline is not None and timer_id is not None:
-        commands.append(
-            StartTimer(timer_id=timer_id, kind=_TimerKind.DEADLINE, due_at=deadline, step=node.id)
-        )
+        commands.append(StartTimer(timer_id=timer_id, kind=_TIMER_DEADLINE, due_at=deadline, step=node.id))
 
 
 def _copy(state: InstanceState) -> InstanceState:
@@ -572,7 +562,7 @@ class _Run:
                 break
         else:
             return "unknown"
-        if activation.attempt != event.attempt or activation.status is not _StepStatus.RUNNING:
+        if activation.attempt != event.attempt or activation.status is not _STEP_RUNNING:
             return "stale"
         if activation.timer_id is not None:
             self.commands.append(CancelTimer(timer_id=activation.timer_id))
@@ -582,8 +572,8 @@ class _Run:
         self.state.history.append(
             StepRecord(
                 node=activation.node,
-                kind=_StepKind.MACHINE,
-                status=_StepStatus.COMPLETED,
+                kind=_KIND_MACHINE,
+                status=_STEP_COMPLETED,
                 at=self.at,
                 attempt=activation.attempt,
                 job_id=job_id,
@@ -605,7 +595,7 @@ class _Run:
         activation = self._find(job_id=job_id)
         if activation is None:
             return "unknown"
-        if activation.attempt != attempt or activation.status is not _StepStatus.RUNNING:
+        if activation.attempt != attempt or activation.status is not _STEP_RUNNING:
             return "stale"
         node = self.graph.nodes[activation.node]
         spec = node.spec
@@ -613,8 +603,8 @@ class _Run:
         self._cancel_timer(activation)
         self._record(
             activation.node,
-            _StepKind.MACHINE,
-            _StepStatus.FAILED,
+            _KIND_MACHINE,
+            _STEP_FAILED,
             attempt=attempt,
             job_id=job_id,
             error=error,
@@ -624,9 +614,9 @@ class _Run:
         if retryable and attempt - activation.retry_base < spec.retry.max_attempts:
             timer_id = self._uuid("timer", self._next_id())
             due = self.at + timedelta(seconds=backoff_delay(spec, attempt - activation.retry_base))
-            self._replace(activation, status=_StepStatus.RETRY_SCHEDULED, timer_id=timer_id)
+            self._replace(activation, status=_STEP_RETRY_SCHEDULED, timer_id=timer_id)
             self.commands.append(
-                StartTimer(timer_id=timer_id, kind=_TimerKind.RETRY, due_at=due, step=activation.node)
+                StartTimer(timer_id=timer_id, kind=_TIMER_RETRY, due_at=due, step=activation.node)
             )
             return None
         error_edges = self.plan.error_edges.get(activation.node)
@@ -650,7 +640,7 @@ class _Run:
 
     def _task_completed(self, event: TaskCompleted) -> str | None:
         activation = self._find(task_id=event.task_id)
-        if activation is None or activation.status is not _StepStatus.WAITING:
+        if activation is None or activation.status is not _STEP_WAITING:
             return "unknown"
         spec = self.graph.nodes[activation.node].spec
         assert isinstance(spec, HumanStepSpec)
@@ -662,9 +652,7 @@ class _Run:
         self._cancel_timer(activation)
         self.state.data.update(event.data)
         self._remove(activation)
-        self._record(
-            activation.node, _StepKind.HUMAN, _StepStatus.COMPLETED, task_id=event.task_id, user=event.user
-        )
+        self._record(activation.node, _KIND_HUMAN, _STEP_COMPLETED, task_id=event.task_id, user=event.user)
         self._route(activation.node)
         return None
 
@@ -673,13 +661,13 @@ class _Run:
         if activation is None:
             return "unknown"
         node = self.graph.nodes[activation.node]
-        if activation.kind is _StepKind.TIMER:
+        if activation.kind is _KIND_TIMER:
             self._remove(activation)
-            self._record(activation.node, _StepKind.TIMER, _StepStatus.COMPLETED)
+            self._record(activation.node, _KIND_TIMER, _STEP_COMPLETED)
             self._route(activation.node)
-        elif activation.status is _StepStatus.RETRY_SCHEDULED:
+        elif activation.status is _STEP_RETRY_SCHEDULED:
             self._dispatch(node, self._replace(activation, timer_id=None), activation.attempt + 1)
-        elif activation.status is _StepStatus.RUNNING and activation.kind is _StepKind.MACHINE:
+        elif activation.status is _STEP_RUNNING and activation.kind is _KIND_MACHINE:
             # The attempt's deadline passed: abandon it (its late result is stale) and retry.
             self._replace(activation, timer_id=None)
             current = self._find(id=activation.id)
@@ -690,7 +678,7 @@ class _Run:
                 StepError(type="DeadlineExceeded", message="the attempt passed its deadline", retryable=True),
                 None,
             )
-        elif activation.kind is _StepKind.HUMAN and activation.task_id is not None:
+        elif activation.kind is _KIND_HUMAN and activation.task_id is not None:
             spec = node.spec
             assert isinstance(spec, HumanStepSpec) and spec.escalation is not None
             self._replace(activation, timer_id=None)
@@ -701,13 +689,13 @@ class _Run:
                     priority=spec.escalation.priority,
                 )
             )
-            self._record(activation.node, _StepKind.HUMAN, _StepStatus.WAITING, task_id=activation.task_id)
+            self._record(activation.node, _KIND_HUMAN, _STEP_WAITING, task_id=activation.task_id)
         else:
             return "stale"
         return None
 
     def _signal(self, event: SignalReceived) -> str | None:
-        waiting = [a for a in self.state.activations if a.kind is _StepKind.SIGNAL and a.signal == event.name]
+        waiting = [a for a in self.state.activations if a.kind is _KIND_SIGNAL and a.signal == event.name]
         if not waiting:
             self.state.pending_signals.append(
                 PendingSignal(name=event.name, data=dict(event.data), at=self.at)
@@ -716,25 +704,25 @@ class _Run:
         self.state.data.update(event.data)
         for activation in waiting:
             self._remove(activation)
-            self._record(activation.node, _StepKind.SIGNAL, _StepStatus.COMPLETED)
+            self._record(activation.node, _KIND_SIGNAL, _STEP_COMPLETED)
             self._route(activation.node)
         return None
 
     def _cancel(self, reason: str) -> Transition:
         for activation in self.state.activations:
-            if activation.task_id is not None and activation.status is _StepStatus.WAITING:
+            if activation.task_id is not None and activation.status is _STEP_WAITING:
                 self.commands.append(CancelTask(task_id=activation.task_id, reason=reason))
             self._cancel_timer(activation)
             self._record(
                 activation.node,
                 activation.kind,
-                _StepStatus.CANCELLED,
+                _STEP_CANCELLED,
                 attempt=activation.attempt,
                 job_id=activation.job_id,
             )
         self.state.activations.clear()
         self.state.tokens.clear()
-        self.state.status = _InstanceStatus.CANCELLED
+        self.state.status = _INSTANCE_CANCELLED
         self.state.cancel_reason = reason
         self.state.ended_at = self.at
         self.state.updated_at = self.at
@@ -781,10 +769,10 @@ class _Run:
     def _select(self, node: GraphNode, edges: list[GraphEdge]) -> list[GraphEdge] | None:
         """The edges a token leaves ``node`` by; None when an incident was raised instead."""
         try:
-            if node.kind is _StepKind.PARALLEL_GATEWAY:
+            if node.kind is _KIND_PARALLEL_GATEWAY:
                 return edges
             defaults = [e for e in edges if e.default]
-            if node.kind is _StepKind.EXCLUSIVE_GATEWAY:
+            if node.kind is _KIND_EXCLUSIVE_GATEWAY:
                 for edge in sorted((e for e in edges if not e.default), key=lambda e: e.index):
                     if edge.condition is None or self._holds(edge.condition):
                         return [edge]
@@ -793,7 +781,7 @@ class _Run:
                 return self._no_path(
                     node, "no outgoing edge of the exclusive gateway holds and it has no default"
                 )
-            if node.kind is _StepKind.INCLUSIVE_GATEWAY:
+            if node.kind is _KIND_INCLUSIVE_GATEWAY:
                 taken = [
                     e for e in edges if not e.default and (e.condition is None or self._holds(e.condition))
                 ]
@@ -826,7 +814,7 @@ class _Run:
     def _parked(self, node: GraphNode) -> Activation:
         """A token that cannot leave ``node`` stays there as a live activation (with its incident)."""
         activation = Activation(
-            id=self._next_id(), node=node.id, kind=node.kind, status=_StepStatus.INCIDENT, started_at=self.at
+            id=self._next_id(), node=node.id, kind=node.kind, status=_STEP_INCIDENT, started_at=self.at
         )
         self.state.activations.append(activation)
         return activation
@@ -852,12 +840,12 @@ class _Run:
             return
         self.state.visits[node.id] = visits
         spec = node.spec
-        if node.kind is _StepKind.MACHINE:
+        if node.kind is _KIND_MACHINE:
             self._dispatch(node, None, 1)
-        elif node.kind is _StepKind.HUMAN:
+        elif node.kind is _KIND_HUMAN:
             assert isinstance(spec, HumanStepSpec)
             self._open_task(node, spec)
-        elif node.kind is _StepKind.TIMER:
+        elif node.kind is _KIND_TIMER:
             assert isinstance(spec, TimerStepSpec)
             number = self._next_id()
             timer_id = self._uuid("timer", number)
@@ -871,21 +859,19 @@ class _Run:
                     id=number,
                     node=node.id,
                     kind=node.kind,
-                    status=_StepStatus.WAITING,
+                    status=_STEP_WAITING,
                     started_at=self.at,
                     timer_id=timer_id,
                 )
             )
-            self.commands.append(
-                StartTimer(timer_id=timer_id, kind=_TimerKind.TIMER, due_at=due, step=node.id)
-            )
-        elif node.kind is _StepKind.SIGNAL:
+            self.commands.append(StartTimer(timer_id=timer_id, kind=_TIMER_TIMER, due_at=due, step=node.id))
+        elif node.kind is _KIND_SIGNAL:
             assert isinstance(spec, SignalStepSpec)
             buffered = next((s for s in self.state.pending_signals if s.name == spec.signal), None)
             if buffered is not None:
                 self.state.pending_signals.remove(buffered)
                 self.state.data.update(buffered.data)
-                self._record(node.id, _StepKind.SIGNAL, _StepStatus.COMPLETED)
+                self._record(node.id, _KIND_SIGNAL, _STEP_COMPLETED)
                 self._route(node.id)
             else:
                 self.state.activations.append(
@@ -893,13 +879,13 @@ class _Run:
                         id=self._next_id(),
                         node=node.id,
                         kind=node.kind,
-                        status=_StepStatus.WAITING,
+                        status=_STEP_WAITING,
                         started_at=self.at,
                         signal=spec.signal,
                     )
                 )
         else:  # gateways and pass nodes decide at once
-            self._record(node.id, node.kind, _StepStatus.COMPLETED)
+            self._record(node.id, node.kind, _STEP_COMPLETED)
             self._route(node.id)
 
     def _dispatch(self, node: GraphNode, activation: Activation | None, attempt: int) -> None:
@@ -919,7 +905,7 @@ class _Run:
             timer_id = self._uuid("timer", self._next_id())
         self._replace(
             activation,
-            status=_StepStatus.RUNNING,
+            status=_STEP_RUNNING,
             attempt=attempt,
             job_id=job_id,
             deadline=deadline,
@@ -937,7 +923,7 @@ class _Run:
         )
         if deadline is not None and timer_id is not None:
             self.commands.append(
-                StartTimer(timer_id=timer_id, kind=_TimerKind.DEADLINE, due_at=deadline, step=node.id)
+                StartTimer(timer_id=timer_id, kind=_TIMER_DEADLINE, due_at=deadline, step=node.id)
             )
 
     def _open_task(self, node: GraphNode, spec: HumanStepSpec) -> None:
@@ -950,7 +936,7 @@ class _Run:
                 id=number,
                 node=node.id,
                 kind=node.kind,
-                status=_StepStatus.WAITING,
+                status=_STEP_WAITING,
                 started_at=self.at,
                 task_id=task_id,
                 timer_id=timer_id,
@@ -979,10 +965,10 @@ class _Run:
                 context=snapshot,
             )
         )
-        self._record(node.id, _StepKind.HUMAN, _StepStatus.WAITING, task_id=task_id)
+        self._record(node.id, _KIND_HUMAN, _STEP_WAITING, task_id=task_id)
         if due is not None and timer_id is not None:
             self.commands.append(
-                StartTimer(timer_id=timer_id, kind=_TimerKind.TASK_DUE, due_at=due, step=node.id)
+                StartTimer(timer_id=timer_id, kind=_TIMER_TASK_DUE, due_at=due, step=node.id)
             )
 
     def _cancel_timer(self, activation: Activation) -> None:
@@ -1001,12 +987,12 @@ class _Run:
             at=self.at,
             error=error,
         )
-        self._replace(activation, status=_StepStatus.INCIDENT, incident_id=incident.id, timer_id=None)
+        self._replace(activation, status=_STEP_INCIDENT, incident_id=incident.id, timer_id=None)
         self.state.incidents.append(incident)
         self._record(
             activation.node,
             activation.kind,
-            _StepStatus.INCIDENT,
+            _STEP_INCIDENT,
             attempt=activation.attempt,
             job_id=activation.job_id,
             error=error,
@@ -1066,19 +1052,19 @@ def _settle(
     """Set the status the instance is left in after an event, and say so when it failed or completed."""
     state.updated_at = at
     if state.incidents:
-        state.status = _InstanceStatus.FAILED
+        state.status = _INSTANCE_FAILED
     elif not state.activations and not state.tokens:
-        state.status = _InstanceStatus.COMPLETED
+        state.status = _INSTANCE_COMPLETED
         state.ended_at = at
     else:
-        state.status = _InstanceStatus.WAITING
+        state.status = _INSTANCE_WAITING
         for a in state.activations:
-            if a.kind is _StepKind.MACHINE and a.status is not _StepStatus.INCIDENT:
-                state.status = _InstanceStatus.RUNNING
+            if a.kind is _KIND_MACHINE and a.status is not _STEP_INCIDENT:
+                state.status = _INSTANCE_RUNNING
                 break
-    if state.status is _InstanceStatus.FAILED and previous is not _InstanceStatus.FAILED:
+    if state.status is _INSTANCE_FAILED and previous is not _INSTANCE_FAILED:
         commands.append(FailInstance(reason=state.incidents[0].message))
-    if state.status is _InstanceStatus.COMPLETED:
+    if state.status is _INSTANCE_COMPLETED:
         commands.append(CompleteInstance(data=dict(state.data)))
 
 
@@ -1089,7 +1075,7 @@ def active_steps(state: InstanceState) -> list[str]:
 
 def open_task_ids(state: InstanceState) -> Iterable[str]:
     """Ids of the instance's open tasks."""
-    return (a.task_id for a in state.activations if a.task_id is not None and a.status is _StepStatus.WAITING)
+    return (a.task_id for a in state.activations if a.task_id is not None and a.status is _STEP_WAITING)
 
 
 def merge_output(data: Mapping[str, Any], output: Mapping[str, Any]) -> dict[str, Any]:
