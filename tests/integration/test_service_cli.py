@@ -62,7 +62,7 @@ def test_migrate_creates_the_database_the_shared_schema_and_named_tenants(
 
 
 def test_a_served_process_freezes_its_startup_heap(postgres_url: str, nats_url: str, tmp_path: Path) -> None:
-    """``serve`` moves what startup built out of the collector's reach once the app has started
+    """``service_main`` moves what startup built out of the collector's reach once the app has started
     (a full collection over it stopped the event loop for 70-160 ms)."""
     keys = SigningKeys.generate()
     public_key = tmp_path / "jwt.pem"
