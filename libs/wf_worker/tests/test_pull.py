@@ -78,6 +78,22 @@ async def test_after_requests_expire_new_messages_still_arrive(stream: tuple[Any
     await pull.close()
 
 
+async def test_an_expired_request_is_renewed_at_once_not_when_the_wait_ends(
+    stream: tuple[Any, str, str],
+) -> None:
+    nc, name, subject = stream
+    pull = await PullStream(nc, stream=name, durable="d", batch=4, expires=0.6, heartbeat=0.2).start()
+    waiting = asyncio.ensure_future(pull.next_batch(4, timeout=10))
+    await asyncio.sleep(1.2)  # the request expired (a 408) while next_batch waits
+    published = time.monotonic()
+    await nc.jetstream().publish(subject, b"after expiry")
+    got = await asyncio.wait_for(waiting, 10)
+    assert [m.data for m in got] == [b"after expiry"]
+    assert time.monotonic() - published < 0.5  # not at the end of the 10 s wait
+    await got[0].ack()
+    await pull.close()
+
+
 async def test_a_message_not_handed_out_comes_back_after_close(stream: tuple[Any, str, str]) -> None:
     nc, name, subject = stream
     js = nc.jetstream()
