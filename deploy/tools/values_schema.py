@@ -490,6 +490,7 @@ def build_schema() -> Schema:
         },
         "tmpSizeLimit": QUANTITY,
         "logLevel": LOG_LEVEL,
+        "accessLog": BOOL,
         "maxBodyBytes": integer(1024),
         "database": database(),
         "nats": nats(),

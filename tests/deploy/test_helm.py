@@ -292,6 +292,7 @@ def test_settings_reach_the_pods_as_documented(release: Rendered, key: str) -> N
     env = env_names(release.container(name))
     for variable in (
         "LOG_LEVEL",
+        "ACCESS_LOG",
         "DB_POOL_SIZE",
         "MAX_BODY_BYTES",
         "NATS_URL",

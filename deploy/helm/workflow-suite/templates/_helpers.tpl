@@ -180,6 +180,7 @@ migration Job's env. Call with (dict "root" $ "key" "<valuesKey>" "svc" <wf.serv
 {{ $p }}HOST: "0.0.0.0"
 {{ $p }}PORT: {{ $svc.port | quote }}
 {{ $p }}LOG_LEVEL: {{ $values.logLevel | default $root.Values.logLevel | quote }}
+{{ $p }}ACCESS_LOG: {{ $root.Values.accessLog | quote }}
 {{ $p }}DB_POOL_SIZE: {{ $values.dbPoolSize | default $root.Values.database.poolSize | int64 | quote }}
 {{ $p }}MAX_BODY_BYTES: {{ $root.Values.maxBodyBytes | int64 | quote }}
 {{ $p }}JWT_ALGORITHMS: {{ $root.Values.auth.algorithms | quote }}

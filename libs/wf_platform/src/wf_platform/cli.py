@@ -82,6 +82,7 @@ def service_main(
         host=settings.host,
         port=settings.port,
         log_config=None,
+        access_log=settings.access_log,
         proxy_headers=True,
         server_header=False,
     )
