@@ -134,6 +134,37 @@ async def test_the_concurrency_cap_holds_over_every_step_type(bus: Bus) -> None:
     assert GAUGE.most == 3
 
 
+class Stamp(BaseMachineStep):
+    step_type = "lat.stamp"
+    started: ClassVar[list[float]] = []
+
+    async def execute(self, context: WorkflowContext) -> None:
+        Stamp.started.append(time.monotonic())
+
+
+async def test_an_idle_worker_starts_a_job_as_it_arrives(bus: Bus) -> None:
+    """A pull for several jobs does not hold the first one until more come or the pull's wait ends."""
+    Stamp.started.clear()
+    await bus.run(bus.worker([Stamp], concurrency=8, fetch_timeout=5.0))
+    await asyncio.sleep(0.5)  # idle: its pull request waits on the server
+    for expected in range(1, 4):
+        published = time.monotonic()
+        await bus.job("lat.stamp")
+        ((result, _),) = await bus.results(1)
+        assert result.status == "completed" and len(Stamp.started) == expected
+        print("DELTA", Stamp.started[-1] - published)
+        assert Stamp.started[-1] - published < 0.5
+
+
+async def test_a_deleted_consumer_is_bound_again_and_jobs_keep_running(bus: Bus) -> None:
+    Stamp.started.clear()
+    await bus.run(bus.worker([Stamp], concurrency=4))
+    await bus.js.delete_consumer("WF_JOBS", durable_name("lat.stamp", bus.tenant))
+    await bus.job("lat.stamp")  # kept by the work queue until a consumer takes it
+    ((result, _),) = await bus.results(1, timeout=30)
+    assert result.status == "completed" and len(Stamp.started) == 1
+
+
 class Long(BaseMachineStep):
     step_type = "hb.long"
     runs: ClassVar[list[int]] = []

@@ -85,11 +85,21 @@ class PullStream:
 
     async def close(self) -> None:
         """Stop pulling. Messages received and not handed out are not acked: they come back after
-        the consumer's ack wait."""
+        the consumer's ack wait (:meth:`stop` hands them back instead)."""
         sub, self._sub = self._sub, None
         if sub is not None:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+
+    async def stop(self) -> list[Msg]:
+        """Stop pulling and return the messages received and not handed out (the caller naks them,
+        so they are delivered again at once rather than after the ack wait). The server drops the
+        requests still waiting once nobody listens on their inbox."""
+        await self.close()
+        left: list[Msg] = []
+        while not self._queue.empty():
+            left.append(self._queue.get_nowait())
+        return left
 
     async def next_batch(self, max_messages: int, /, *, timeout: float) -> list[Msg]:
         """Wait up to ``timeout`` for a message; return it with whatever else has already arrived

@@ -11,7 +11,10 @@ How a job is handled (DESIGN.md §5, docs/nats.md):
    tenant) or ``wf.jobs.<tenant>.<step_type>``, durable ``wf-worker-<tenant|all>-<step_type with _>``.
    Every process of one worker group binds the same durable and they split the work. The worker
    never creates or alters streams (the orchestrator provisions them); it creates or updates its
-   own consumers.
+   own consumers. Jobs are pulled continuously (:class:`~wf_worker.pull.PullStream`, as the
+   orchestrator's consumers pull): a job starts as soon as it arrives and a slot is free; a consumer
+   deleted under the worker is noticed (missed heartbeats, a refused request) and bound again; on
+   shutdown, jobs delivered and not started go back to the stream at once (nak).
 2. The job's ``input`` becomes the :class:`~workflow_core.WorkflowContext`'s data; its metadata holds
    ``instance_id, definition, version, step, step_type, job_id, attempt, tenant, deadline,
    delivery, worker``. ``context.job_id`` is the idempotency key of the step's side effects.
@@ -68,6 +71,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from wf_worker.health import HealthServer
 from wf_worker.metrics import metrics
+from wf_worker.pull import ConsumerGoneError, PullStream
 from wf_worker.settings import WorkerSettings
 from workflow_core.context import WorkflowContext
 from workflow_core.local import error_of
@@ -117,10 +121,12 @@ def durable_name(step_type: str, tenant: str | None = None) -> str:
 
 
 class _Slots:
-    """The concurrency cap: slots are reserved before a fetch, so at most ``size`` jobs are ever held.
+    """The concurrency cap: a job starts only on a free slot, so at most ``size`` jobs run at once.
 
-    A fetch waiting for jobs holds its reserved slots (one per step type at least): give a worker
-    more concurrency than it has step types, or split the step types over processes.
+    Besides those, each step type's pull may hold up to its share of the slots in jobs delivered and
+    not yet started (they start as soon as a slot frees; on shutdown they are handed back at once).
+    A step type waiting for jobs holds at least one slot: give a worker more concurrency than it has
+    step types, or split the step types over processes.
     """
 
     def __init__(self, size: int) -> None:
@@ -246,6 +252,8 @@ class Worker:
         self._in_flight: set[asyncio.Task[None]] = set()
         self._slots = _Slots(self.settings.concurrency)
         self._ack_waits: dict[str, float] = {}
+        self._streams: dict[str, PullStream] = {}
+        """Each step type's pull on its durable consumer (bound again if the consumer is deleted)."""
         # Each step type's fetch holds at most its share of the slots while it waits for jobs, so an
         # idle step type never starves a busy one (a busy one refills as soon as a slot frees).
         self._batch = max(1, self.settings.concurrency // len(self.steps))
@@ -299,7 +307,7 @@ class Worker:
                     loop.add_signal_handler(sig, self._on_signal, sig)
                     handled.append(sig)
         health: HealthServer | None = None
-        subscriptions: list[Any] = []
+        self._streams.clear()
         try:
             self._nc = await nats.connect(  # pyright: ignore[reportUnknownMemberType]
                 **{
@@ -310,10 +318,10 @@ class Worker:
             )
             self._js = self._nc.jetstream()  # pyright: ignore[reportUnknownMemberType]
             for step_type in self.steps:
-                subscription = await self._bind_when_provisioned(self._js, step_type)
-                if subscription is None:
+                stream = await self._bind_when_provisioned(self._js, step_type)
+                if stream is None:
                     return  # stopped while waiting for the stream
-                subscriptions.append((step_type, subscription))
+                self._streams[step_type] = stream
             if self.settings.health_port is not None:
                 health = HealthServer(
                     self.settings.health_host, self.settings.health_port, ready=lambda: self.is_ready
@@ -329,14 +337,17 @@ class Worker:
                 self.settings.concurrency,
             )
             fetchers = [
-                loop.create_task(self._fetch_loop(step_type, sub), name=f"wf-worker fetch {step_type}")
-                for step_type, sub in subscriptions
+                loop.create_task(self._fetch_loop(step_type), name=f"wf-worker fetch {step_type}")
+                for step_type in self._streams
             ]
             await self._stopping.wait()
             logger.info("worker %s stopping: %d job(s) in flight", self.name, len(self._in_flight))
             await self._slots.close()
-            # Fetches end within fetch_timeout; nothing fetched is dropped (it is handled below).
+            # Pulls end within fetch_timeout; what they handed out runs to its end (below), and what
+            # arrived but never started goes back to the stream at once.
             await asyncio.gather(*fetchers, return_exceptions=True)
+            for stream in self._streams.values():
+                await _hand_back(await stream.stop())
             await self._drain_in_flight()
         finally:
             self._stopping.set()
@@ -345,9 +356,8 @@ class Worker:
             if health is not None:
                 await health.close()
                 self._health = None
-            for _, sub in subscriptions:
-                with contextlib.suppress(Exception):
-                    await sub.unsubscribe()
+            for stream in self._streams.values():
+                await _hand_back(await stream.stop())
             if self._nc is not None and not self._nc.is_closed:
                 # drain flushes the acks still buffered, then closes
                 with contextlib.suppress(Exception):
@@ -360,7 +370,7 @@ class Worker:
         logger.info("worker %s received %s: shutting down gracefully", self.name, sig.name)
         self.stop()
 
-    async def _bind_when_provisioned(self, js: JetStreamContext, step_type: str) -> Any:
+    async def _bind_when_provisioned(self, js: JetStreamContext, step_type: str) -> PullStream | None:
         # A worker may start before the orchestrator has provisioned WF_JOBS (containers start in
         # any order): wait for the stream rather than crash-loop.
         while True:
@@ -376,7 +386,7 @@ class Worker:
             if self._stopping.is_set():
                 return None
 
-    async def _bind(self, js: JetStreamContext, step_type: str) -> Any:
+    async def _bind(self, js: JetStreamContext, step_type: str) -> PullStream:
         tenant = self.settings.tenant
         subject = job_subject(tenant, step_type) if tenant else f"wf.jobs.*.{step_type}"
         durable = durable_name(step_type, tenant)
@@ -393,30 +403,43 @@ class Worker:
         try:
             # Creates the consumer, or updates the editable settings (ack wait, max deliver) of ours.
             info = await js.add_consumer(JOBS_STREAM, config)  # pyright: ignore[reportUnknownMemberType]
-            subscription = await js.pull_subscribe_bind(durable=durable, stream=JOBS_STREAM)
+            assert self._nc is not None, "connected before binding"
+            stream = await PullStream(
+                self._nc, stream=JOBS_STREAM, durable=durable, batch=self._batch
+            ).start()
         except nats.errors.Error as exc:
             raise ConsumerBindError(step_type, durable, str(exc) or type(exc).__name__) from exc
         self._ack_waits[step_type] = float(info.config.ack_wait or self.settings.ack_wait_seconds)
-        return subscription
+        return stream
 
-    async def _fetch_loop(self, step_type: str, subscription: Any) -> None:
+    async def _fetch_loop(self, step_type: str) -> None:
         loop = asyncio.get_running_loop()
         while not self._stopping.is_set():
+            stream = self._streams[step_type]
             reserved = await self._slots.reserve(self._batch)
             if reserved == 0:
                 return
             messages: list[Msg] = []
             try:
-                messages = await subscription.fetch(reserved, timeout=self._fetch_timeout)
-            except (nats.errors.TimeoutError, TimeoutError):
-                pass
+                messages = await stream.next_batch(reserved, timeout=self._fetch_timeout)
             except Exception as exc:
-                # A disconnect or a consumer deleted under us: wait and try again (nats-py reconnects).
-                logger.warning("fetch of %s failed: %s", step_type, exc)
+                # The consumer deleted under us (bind it again), or a failure while reconnecting.
+                logger.warning("pulling %s failed: %s", step_type, exc)
                 await self._slots.release(reserved)
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(1.0):
                         await self._stopping.wait()
+                if isinstance(exc, ConsumerGoneError) and not self._stopping.is_set():
+                    await _hand_back(await stream.stop())
+                    assert self._js is not None
+                    try:
+                        rebound = await self._bind_when_provisioned(self._js, step_type)
+                    except ConsumerBindError as bind_error:
+                        logger.warning("binding %s again failed: %s", step_type, bind_error)
+                        continue  # the stopped stream raises again: retried in a second
+                    if rebound is None:
+                        return
+                    self._streams[step_type] = rebound
                 continue
             await self._slots.release(reserved - len(messages))
             for message in messages:
@@ -596,3 +619,10 @@ class Worker:
             else:
                 return True
         return False
+
+
+async def _hand_back(messages: list[Msg], /) -> None:
+    """Give delivered jobs that never started back to the stream now (a nak), not after the ack wait."""
+    for message in messages:
+        with contextlib.suppress(Exception):
+            await message.nak()
