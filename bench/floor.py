@@ -45,7 +45,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
 
 from bench.common import machine_info, percentiles
 from wf_stack import NatsServer, PostgresServer
-from wf_stack._os import free_port
+from wf_stack._os import descendants, free_port
 from wf_worker.pull import PullStream
 
 TENANT = "floor"
@@ -146,7 +146,7 @@ def _cpu_seconds(pids: dict[str, list[int]]) -> dict[str, float]:
     seconds: dict[str, float] = {}
     for name, roots in pids.items():
         total = 0.0
-        group = [pid for root in roots for pid in _tree(root)]
+        group = [pid for root in roots for pid in (root, *descendants(root))]
         for pid in group:
             with contextlib.suppress(psutil.Error):
                 times = psutil.Process(pid).cpu_times()
@@ -331,15 +331,6 @@ def _run(args: argparse.Namespace) -> int:
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
         print(f"written: {args.out}")
     return 0
-
-
-def _tree(pid: int) -> list[int]:
-    import psutil
-
-    try:
-        return [pid, *(child.pid for child in psutil.Process(pid).children(recursive=True))]
-    except psutil.Error:
-        return []
 
 
 async def _wait_for(url: str) -> None:
