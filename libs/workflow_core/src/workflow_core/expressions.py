@@ -153,8 +153,13 @@ class ExpressionLimits:
     data. The library cannot be interrupted, so the budget is checked after the fact: an evaluation
     that took longer fails with :class:`ExpressionEvaluationError` even if it produced a result.
     Measured with :func:`time.thread_time` (CPU time of the evaluating thread), so a busy machine
-    does not fail conditions that are cheap. Normal conditions take microseconds."""
+    does not fail conditions that are cheap; an evaluation over budget runs once more and fails
+    only if that run is over budget too (a garbage collection inside the first one counted as its
+    time). Normal conditions take microseconds."""
 
+
+_cpu_clock = time.thread_time
+"""The evaluation budget's clock: CPU seconds of the calling thread (a name of its own for tests)."""
 
 DEFAULT_LIMITS: Final = ExpressionLimits()
 """The limits used when none are given."""
@@ -284,14 +289,12 @@ class CompiledExpression:
         # Converting Python values into CEL values is most of the cost (microseconds per string or
         # map entry), so only the keys the expression reads are handed over.
         variables = {name: data[name] for name in self._variables if name in data}
-        started = time.thread_time()
-        failure: Exception | None = None
-        result: object = None
-        try:
-            result = self._program.execute(variables)
-        except Exception as exc:  # the library reports runtime errors with assorted builtin types
-            failure = exc
-        elapsed_ms = (time.thread_time() - started) * 1000.0
+        result, failure, elapsed_ms = self._timed(variables)
+        if elapsed_ms > self._limits.max_eval_ms:
+            # Over budget once may be the process, not the condition: a full garbage collection
+            # or a lazy first-use initialisation inside the call counts as its CPU time. The
+            # evaluation is pure, so it runs again; only a second run over budget fails it.
+            result, failure, elapsed_ms = self._timed(variables)
         if elapsed_ms > self._limits.max_eval_ms:
             raise ExpressionEvaluationError(
                 self._source,
@@ -305,6 +308,15 @@ class CompiledExpression:
                 self._source, f"a condition must evaluate to a bool, not {_cel_type_name(result)}"
             )
         return result
+
+    def _timed(self, variables: dict[str, Any], /) -> tuple[object, Exception | None, float]:
+        """One run of the program: its result or failure, and the CPU milliseconds it took."""
+        started = _cpu_clock()
+        try:
+            result = self._program.execute(variables)
+        except Exception as exc:  # the library reports runtime errors with assorted builtin types
+            return None, exc, (_cpu_clock() - started) * 1000.0
+        return result, None, (_cpu_clock() - started) * 1000.0
 
     def __repr__(self) -> str:
         return f"CompiledExpression({self._source!r})"
