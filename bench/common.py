@@ -10,13 +10,15 @@ import math
 import os
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import psutil
 
-__all__ = ["ProcessSampler", "ShapeResult", "percentiles", "summarize_latencies"]
+__all__ = ["ProcessSampler", "ShapeResult", "paced", "percentiles", "summarize_latencies"]
+
+T = TypeVar("T")
 
 
 def percentiles(values: Sequence[float], qs: Iterable[float] = (50, 95, 99)) -> dict[str, float]:
@@ -176,6 +178,11 @@ class ProcessSampler:
         self._thread.start()
         return self
 
+    @property
+    def elapsed(self) -> float:
+        """Seconds from :meth:`start` to :meth:`stop` (the window the cores are averaged over)."""
+        return self._t1 - self._t0
+
     def stop(self) -> dict[str, dict[str, float]]:
         self._stop.set()
         if self._thread is not None:
@@ -281,6 +288,22 @@ async def closed_loop(
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     return latencies, failed, errors
+
+
+async def paced(one: Callable[[], Coroutine[Any, Any, T]], /, *, rate: float, duration: float) -> list[T]:
+    """Open loop: ``one()`` started ``rate`` times a second for ``duration`` seconds, evenly spaced,
+    each in its own task (a slow one never delays the next start); their results, in start order."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    tasks: list[asyncio.Task[T]] = []
+    began = time.perf_counter()
+    for index in range(int(rate * duration)):
+        delay = began + index / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(loop.create_task(one()))
+    return list(await asyncio.gather(*tasks))
 
 
 class RssTrack:

@@ -4,8 +4,8 @@ What a W1 instance must do whatever the engine, with the same servers and durabi
 ``make bench`` (Postgres with fsync on, nats-server with its JetStream file store, the same
 :mod:`bench.worker` processes), done by the least code that can do it:
 
-1. the driver ``POST``\\ s to a service (uvicorn on uvloop and httptools, a bare ASGI app, no
-   middleware);
+1. the driver ``POST``\\ s to a service (:mod:`bench.floor_service`: uvicorn on uvloop and
+   httptools, a bare ASGI app, no middleware);
 2. the service commits a row (one statement) and publishes the job with a JetStream publish
    (acknowledged), then answers;
 3. a worker pulls the job, publishes the result (acknowledged) and acks the job;
@@ -20,19 +20,14 @@ platform add; a latency target below the floor cannot be met by any engine on th
     uv run --frozen --with psutil --with aiohttp python -m bench.floor [--rates 5,165] [--duration 20]
 """
 
-# ruff: noqa: T201, S603
+# ruff: noqa: T201
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import os
-import signal
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -43,87 +38,14 @@ import asyncpg
 import nats
 from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
 
-from bench.common import machine_info, percentiles
+from bench.common import ProcessSampler, machine_info, paced, percentiles
+from bench.floor_service import RESULTS_DURABLE, TENANT
+from bench.suite import Stack
 from wf_stack import NatsServer, PostgresServer
-from wf_stack._os import descendants, free_port
-from wf_worker.pull import PullStream
+from wf_stack._os import free_port
+from wf_stack.services import ServiceProcess
 
-TENANT = "floor"
 STREAMS = {"WF_JOBS": "wf.jobs.>", "WF_RESULTS": "wf.results.>", "WF_EVENTS": "wf.events.>"}
-
-
-# -- the service: a bare ASGI app and a result consumer ---------------------------------------------
-
-
-async def _serve(args: argparse.Namespace) -> None:
-    import uvicorn
-
-    pool = await asyncpg.create_pool(args.pg, min_size=4, max_size=10)
-    nc = await nats.connect(args.nats)
-    js = nc.jetstream()
-
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-        more = True
-        while more:  # the request body (unused: the floor has no input to check)
-            more = (await receive()).get("more_body", False)
-        if scope["method"] != "POST":
-            await _respond(send, 200, b"{}")
-            return
-        instance = str(uuid.uuid4())
-        await pool.execute("INSERT INTO floor (id, state) VALUES ($1, 'running')", instance)
-        job = json.dumps({"job_id": instance, "attempt": 1, "tenant": TENANT}).encode()
-        await js.publish(f"wf.jobs.{TENANT}.noop", job, headers={"Nats-Msg-Id": f"job:{instance}"})
-        await _respond(send, 201, json.dumps({"id": instance}).encode())
-
-    async def on_result(message: Any) -> None:
-        instance = json.loads(message.data)["job_id"]
-        await pool.execute("UPDATE floor SET state = 'completed' WHERE id = $1", instance)
-        await js.publish(
-            f"wf.events.{TENANT}.completed",
-            json.dumps({"instance_id": instance}).encode(),
-            headers={"Nats-Msg-Id": f"{instance}:completed"},
-        )
-        await message.ack()
-
-    async def results() -> None:
-        stream = await PullStream(nc, stream="WF_RESULTS", durable="floor-service", batch=128).start()
-        running: set[asyncio.Task[None]] = set()
-        while True:
-            for message in await stream.next_batch(128, timeout=1.0):
-                task = asyncio.get_running_loop().create_task(on_result(message))
-                running.add(task)
-                task.add_done_callback(running.discard)
-
-    consumer = asyncio.get_running_loop().create_task(results())
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=args.port,
-        loop="none",
-        http="httptools",
-        access_log=False,
-        log_level="warning",
-        lifespan="on",
-    )
-    await uvicorn.Server(config).serve()
-    consumer.cancel()
-    await nc.close()
-    await pool.close()
-
-
-async def _respond(send: Any, status: int, body: bytes) -> None:
-    await send(
-        {"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]}
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
-# -- the driver -----------------------------------------------------------------------------------
 
 
 async def _hop(label: str, call: Any, *, count: int = 100, gap: float = 0.1) -> dict[str, Any]:
@@ -139,24 +61,22 @@ async def _hop(label: str, call: Any, *, count: int = 100, gap: float = 0.1) -> 
     return result
 
 
-def _cpu_seconds(pids: dict[str, list[int]]) -> dict[str, float]:
-    """CPU seconds used so far by each group of processes and their children (Postgres backends)."""
-    import psutil
-
-    seconds: dict[str, float] = {}
-    for name, roots in pids.items():
-        total = 0.0
-        group = [pid for root in roots for pid in (root, *descendants(root))]
-        for pid in group:
-            with contextlib.suppress(psutil.Error):
-                times = psutil.Process(pid).cpu_times()
-                total += times.user + times.system
-        seconds[name] = total
-    return seconds
+def _cores(sampled: dict[str, dict[str, float]]) -> dict[str, float]:
+    """The sampler's CPU cores per group, the workers summed."""
+    cores = {"service": 0.0, "workers": 0.0, "postgres": 0.0, "nats": 0.0}
+    for name, numbers in sampled.items():
+        group = "workers" if name.startswith("worker-") else name
+        if group in cores:
+            cores[group] = round(cores[group] + numbers["cpu_cores"], 3)
+    return cores
 
 
 async def _drive(
-    args: argparse.Namespace, pg_url: str, nats_url: str, service_url: str, pids: dict[str, list[int]]
+    args: argparse.Namespace,
+    pg_url: str,
+    nats_url: str,
+    service_url: str,
+    groups: dict[str, tuple[int, bool]],
 ) -> dict[str, Any]:
     nc = await nats.connect(nats_url)
     js = nc.jetstream()
@@ -206,29 +126,12 @@ async def _drive(
         for rate in args.rates:
             for _ in range(20):  # warm-up
                 await one()
-            done: list[tuple[float, float]] = []
-            tasks: list[asyncio.Task[None]] = []
-
-            async def tracked(into: list[tuple[float, float]]) -> None:
-                into.append(await one())
-
-            cpu_before = _cpu_seconds(pids)
-            start = time.perf_counter()
-            count = int(rate * args.duration)
-            for index in range(count):
-                delay = start + index / rate - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                tasks.append(asyncio.get_running_loop().create_task(tracked(done)))
-            await asyncio.gather(*tasks)
-            elapsed = time.perf_counter() - start
-            cpu_after = _cpu_seconds(pids)
+            sampler = ProcessSampler(groups).start()
+            done = await paced(one, rate=rate, duration=args.duration)
             chain = {
                 "rate": rate,
                 "completed": len(done),
-                "cpu_cores": {
-                    name: round((cpu_after[name] - cpu_before[name]) / elapsed, 3) for name in pids
-                },
+                "cpu_cores": _cores(sampler.stop()),
                 "latency_ms": percentiles([d[0] for d in done]),
                 "post_ms": percentiles([d[1] for d in done]),
             }
@@ -254,78 +157,34 @@ async def _prepare(pg_url: str, nats_url: str) -> None:
         await js.add_stream(StreamConfig(name=name, subjects=[subject], storage=StorageType.FILE))
     await js.add_consumer(
         "WF_RESULTS",
-        ConsumerConfig(durable_name="floor-service", ack_policy=AckPolicy.EXPLICIT, max_ack_pending=20_000),
+        ConsumerConfig(durable_name=RESULTS_DURABLE, ack_policy=AckPolicy.EXPLICIT, max_ack_pending=20_000),
     )
     await nc.close()
 
 
 def _run(args: argparse.Namespace) -> int:
-    log_dir = Path(tempfile.mkdtemp(prefix="wf-floor-"))
-    pg = PostgresServer.start(fsync=True, settings={"shared_buffers": "256MB"})
-    nats_server = NatsServer.start()
-    children: list[subprocess.Popen[bytes]] = []
+    # The suite's stack object, with only its servers and its bench workers: no suite services.
+    stack = Stack(workers=args.workers, tenant=TENANT)
+    stack.pg = PostgresServer.start(fsync=True, settings={"shared_buffers": "256MB"})
+    stack.nats = NatsServer.start()
+    service: ServiceProcess | None = None
     try:
-        pg_url = pg.url_for("postgres", driver="postgresql")
-        asyncio.run(_prepare(pg_url, nats_server.url))
+        pg_url = stack.pg.url_for("postgres", driver="postgresql")
+        asyncio.run(_prepare(pg_url, stack.nats.url))
+        stack.start_workers()
         port = free_port()
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        with (log_dir / "service.log").open("wb") as log:
-            children.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "bench.floor",
-                        "service",
-                        "--pg",
-                        pg_url,
-                        "--nats",
-                        nats_server.url,
-                        "--port",
-                        str(port),
-                    ],
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-            )
-        for index in range(args.workers):
-            with (log_dir / f"worker-{index}.log").open("wb") as log:
-                children.append(
-                    subprocess.Popen(
-                        [
-                            sys.executable,
-                            "-m",
-                            "bench.worker",
-                            "--nats",
-                            nats_server.url,
-                            "--tenant",
-                            TENANT,
-                            "--stats",
-                            str(log_dir / f"worker-{index}.json"),
-                        ],
-                        env=env,
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                    )
-                )
-        url = f"http://127.0.0.1:{port}/"
-        asyncio.run(_wait_for(url))
-        pids = {
-            "service": [children[0].pid],
-            "workers": [child.pid for child in children[1:]],
-            "postgres": [pg.pid],
-            "nats": [nats_server.pid],
-        }
-        report = asyncio.run(_drive(args, pg_url, nats_server.url, url, pids))
+        service = ServiceProcess.start(
+            "bench.floor_service",
+            env={"FLOOR_PORT": str(port), "FLOOR_PG_URL": pg_url, "FLOOR_NATS_URL": stack.nats.url},
+            port=port,
+            log_dir=stack.log_dir,
+        )
+        groups = {**stack.process_groups(), "service": (service.pid, False)}
+        report = asyncio.run(_drive(args, pg_url, stack.nats.url, service.url + "/", groups))
     finally:
-        for child in children:
-            child.send_signal(signal.SIGTERM)
-        for child in children:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                child.wait(timeout=10)
-        nats_server.stop()
-        pg.stop()
+        if service is not None:
+            service.stop()
+        stack.stop()
     report["machine"] = machine_info()
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
@@ -333,34 +192,13 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _wait_for(url: str) -> None:
-    async with aiohttp.ClientSession() as http:
-        for _ in range(200):
-            with contextlib.suppress(aiohttp.ClientError):
-                async with http.get(url) as response:
-                    if response.status == 200:
-                        return
-            await asyncio.sleep(0.05)
-    raise RuntimeError(f"the floor service at {url} did not start")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.floor")
-    parser.add_argument("mode", nargs="?", default="run", choices=["run", "service"])
     parser.add_argument("--rates", type=lambda s: [float(x) for x in s.split(",")], default=[5.0, 165.0])
     parser.add_argument("--duration", type=float, default=20.0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", default=None, help="write the numbers as JSON here")
-    parser.add_argument("--pg", help=argparse.SUPPRESS)
-    parser.add_argument("--nats", help=argparse.SUPPRESS)
-    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.mode == "service":
-        import uvloop
-
-        uvloop.run(_serve(args))
-        return 0
-    return _run(args)
+    return _run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":
