@@ -254,7 +254,7 @@ class Worker:
         self._ack_waits: dict[str, float] = {}
         self._streams: dict[str, PullStream] = {}
         """Each step type's pull on its durable consumer (bound again if the consumer is deleted)."""
-        # Each step type's fetch holds at most its share of the slots while it waits for jobs, so an
+        # Each step type's pull holds at most its share of the slots while it waits for jobs, so an
         # idle step type never starves a busy one (a busy one refills as soon as a slot frees).
         self._batch = max(1, self.settings.concurrency // len(self.steps))
         self._health: HealthServer | None = None
@@ -346,8 +346,7 @@ class Worker:
             # Pulls end within fetch_timeout; what they handed out runs to its end (below), and what
             # arrived but never started goes back to the stream at once.
             await asyncio.gather(*fetchers, return_exceptions=True)
-            for stream in self._streams.values():
-                await _hand_back(await stream.stop())
+            await self._stop_pulling()
             await self._drain_in_flight()
         finally:
             self._stopping.set()
@@ -356,8 +355,7 @@ class Worker:
             if health is not None:
                 await health.close()
                 self._health = None
-            for stream in self._streams.values():
-                await _hand_back(await stream.stop())
+            await self._stop_pulling()  # again on the way out of a failure (a no-op otherwise)
             if self._nc is not None and not self._nc.is_closed:
                 # drain flushes the acks still buffered, then closes
                 with contextlib.suppress(Exception):
@@ -446,6 +444,11 @@ class Worker:
                 task = loop.create_task(self._handle(step_type, message))
                 self._in_flight.add(task)
                 task.add_done_callback(self._in_flight.discard)
+
+    async def _stop_pulling(self) -> None:
+        """Stop every step type's pull and hand back what it received and never started."""
+        for stream in self._streams.values():
+            await _hand_back(await stream.stop())
 
     async def _drain_in_flight(self) -> None:
         if not self._in_flight:
