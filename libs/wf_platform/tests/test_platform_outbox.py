@@ -416,3 +416,49 @@ async def test_a_statement_does_not_wait_for_a_lent_row_another_transaction_hold
         assert len(lent) >= 1  # "held" is back with the relay (and "next" once published)
         lending.relay.settle(lent, written=False)
     assert await _unsent(engine) == 0  # the relay marked both as it stopped
+
+
+class _HeldBus(InMemoryEventBus):
+    """Counts every publish call and holds them until released (a slow JetStream ack)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+        self.release = asyncio.Event()
+
+    async def publish(
+        self, subject: str, payload: bytes, /, *, msg_id: str, headers: Mapping[str, str] | None = None
+    ) -> None:
+        self.calls.append(msg_id)
+        await self.release.wait()
+        await super().publish(subject, payload, msg_id=msg_id, headers=headers)
+
+
+async def test_a_commit_reported_while_a_pass_publishes_its_row_is_not_published_again(
+    engine: AsyncEngine,
+) -> None:
+    bus = _HeldBus()
+    relay = OutboxRelay(engine, bus, poll_seconds=3600)
+    relay.start()
+    reported: list[CommittedOutbox] = []
+    try:
+        db = TenantDatabase(engine, TenantId("acme"), on_outbox_commit=reported.append)
+        async with db.transaction() as uow:
+            await uow.publish("wf.events.acme.k", b"once", msg_id="m1", ordering_key="k")
+        relay.wake()  # a pass takes the row and publishes it (held)
+
+        async def pass_publishing() -> bool:
+            return bus.calls == ["m1"]
+
+        await _eventually(pass_publishing)
+        relay.committed(reported[0])  # the commit reaches the fast path late, while the pass holds it
+        bus.release.set()
+
+        async def sent() -> bool:
+            return await _unsent(engine) == 0
+
+        await _eventually(sent)
+        await asyncio.sleep(0.1)
+        assert bus.calls == ["m1"]  # one path published it
+    finally:
+        await relay.stop()

@@ -26,7 +26,9 @@ Relay (:class:`OutboxRelay`), in every service process:
 - publishes rows in id order with their stored ``Nats-Msg-Id`` and ``traceparent``, then marks them
   sent in the same transaction. A crash between publish and commit (or, on the fast path, between
   publish and the batched mark) leaves the rows unsent; the next relay republishes them with the same
-  ids and JetStream's duplicate window drops the copies. A pass skips the rows its own fast path holds;
+  ids and JetStream's duplicate window drops the copies. A pass skips the rows its own fast path holds
+  (checked again once its query returned), and the fast path leaves a commit whose rows a pass holds
+  to that pass: the two paths of one relay do not both publish a row.
 - keeps order per ``ordering_key`` (e.g. per instance) across replicas: a relay publishes a key's rows
   only while they are exactly that key's next unsent rows (SKIP LOCKED can hand a batch with a gap
   held by another replica); at the first older or missing row it leaves the key until the next pass.
@@ -145,6 +147,8 @@ class OutboxRelay:
         """Ids whose mark (the relay's own statement) is in flight."""
         self._lent: set[int] = set()
         """Ids lent to a service statement, not yet settled."""
+        self._passing: set[int] = set()
+        """Ids a pass took and is publishing (the fast path leaves a commit with one of them to it)."""
         self._mark_now = asyncio.Event()
         """Cuts the marker's wait short (``stop``)."""
         self._tails: dict[str, asyncio.Task[bool]] = {}
@@ -165,7 +169,7 @@ class OutboxRelay:
             return
         if (
             self._task is None
-            or any(m.id is None for m in outbox.messages)
+            or any(m.id is None or m.id in self._passing for m in outbox.messages)
             or any(i not in self._queued and i not in self._published for i in outbox.older)
         ):
             self.wake()
@@ -343,44 +347,63 @@ class OutboxRelay:
 
     async def run_once(self) -> tuple[int, int]:
         """One transaction: lock a batch, publish what may go, mark it sent. Returns (published, taken)."""
-        async with self.engine.begin() as conn:
-            # Rows the fast path holds are its to publish (and to order).
-            skip = [*self._queued, *self._unmarked, *self._marking, *self._lent]
-            rows = (await conn.execute(_TAKE, {"batch": self.batch_size, "skip": skip})).all()
-            if not rows:
-                return 0, 0
-            # Every unsent row of our keys up to our last row, whoever holds it: a key may go only
-            # while our rows are exactly its next unsent rows (no older row, no gap held by another).
-            keys = sorted({r.ordering_key for r in rows})
-            pending: dict[str, list[int]] = {}
-            for key, row_id in await conn.execute(_PENDING, {"keys": keys, "last": rows[-1].id}):
-                pending.setdefault(key, []).append(row_id)
-            position: dict[str, int] = dict.fromkeys(keys, 0)
-            blocked: set[str] = set()
-            runs: dict[str, list[Any]] = {}
-            for row in rows:
-                key = row.ordering_key
-                if key in blocked:
-                    continue
-                expected = pending.get(key, [])
-                if position[key] >= len(expected) or expected[position[key]] != row.id:
-                    blocked.add(key)  # an older row of this key is held by another relay
-                    continue
-                position[key] += 1
-                runs.setdefault(key, []).append(row)
-            # Keys are independent: their publishes (each a JetStream round trip) are in flight
-            # together; within a key they go one after the other, in id order.
-            sent = [
-                row_id
-                for done in await asyncio.gather(*map(self._publish_run, runs.values()))
-                for row_id in done
-            ]
-            if sent:
-                await conn.execute(_MARK_SENT, {"ids": sent})
+        taken: set[int] = set()
+        try:
+            async with self.engine.begin() as conn:
+                # Rows the fast path holds are its to publish (and to order). Asked again once the
+                # rows are in: a commit while the query ran may have handed some of them to the fast
+                # path (the query's snapshot saw them committed, the skip list did not). From then on
+                # until this transaction ends, a commit reported with one of them leaves it to this
+                # pass (``committed``): a row is published by one path, not both.
+                rows = (
+                    await conn.execute(_TAKE, {"batch": self.batch_size, "skip": list(self._fast_path_ids())})
+                ).all()
+                held = self._fast_path_ids()
+                rows = [row for row in rows if row.id not in held]
+                if not rows:
+                    return 0, 0
+                taken = {row.id for row in rows}
+                self._passing |= taken
+                sent = await self._publish_batch(conn, rows)
+                if sent:
+                    await conn.execute(_MARK_SENT, {"ids": sent})
+        finally:
+            self._passing -= taken
         if sent and self.metrics is not None:
             self.metrics.outbox_published.inc(len(sent))
             self.metrics.outbox_marked.labels(by="relay").inc(len(sent))
         return len(sent), len(rows)
+
+    async def _publish_batch(self, conn: Any, rows: list[Any], /) -> list[int]:
+        """Publish the batch's rows that may go now; the ids published."""
+        # Every unsent row of our keys up to our last row, whoever holds it: a key may go only
+        # while our rows are exactly its next unsent rows (no older row, no gap held by another).
+        keys = sorted({r.ordering_key for r in rows})
+        pending: dict[str, list[int]] = {}
+        for key, row_id in await conn.execute(_PENDING, {"keys": keys, "last": rows[-1].id}):
+            pending.setdefault(key, []).append(row_id)
+        position: dict[str, int] = dict.fromkeys(keys, 0)
+        blocked: set[str] = set()
+        runs: dict[str, list[Any]] = {}
+        for row in rows:
+            key = row.ordering_key
+            if key in blocked:
+                continue
+            expected = pending.get(key, [])
+            if position[key] >= len(expected) or expected[position[key]] != row.id:
+                blocked.add(key)  # an older row of this key is held by another relay
+                continue
+            position[key] += 1
+            runs.setdefault(key, []).append(row)
+        # Keys are independent: their publishes (each a JetStream round trip) are in flight
+        # together; within a key they go one after the other, in id order.
+        return [
+            row_id for done in await asyncio.gather(*map(self._publish_run, runs.values())) for row_id in done
+        ]
+
+    def _fast_path_ids(self) -> set[int]:
+        """The rows the fast path holds: queued, published and not yet marked, being marked, lent."""
+        return {*self._queued, *self._unmarked, *self._marking, *self._lent}
 
     async def _publish_run(self, run: list[Any], /) -> list[int]:
         """Publish one key's rows in order; a failed publish stops the key for this pass."""
