@@ -106,9 +106,11 @@ def suite_benchmark(
                     await driver.closed_loop(name, clients=args.clients, duration=args.warmup)
                     jobs0, busy0 = stack.worker_stats()
                     profiler = start_profile(args, stack, shape)
+                    lag_before = await asyncio.to_thread(stack.loop_lag)
                     sampler = ProcessSampler(stack.process_groups()).start()
                     outcome = await driver.closed_loop(name, clients=args.clients, duration=args.duration)
                     processes = sampler.stop()
+                    lag = (await asyncio.to_thread(stack.loop_lag)).since(lag_before)
                     profile = finish_profile(profiler)
                     jobs1, busy1 = stack.worker_stats()
                     per_job = (busy1 - busy0) / (jobs1 - jobs0) if jobs1 > jobs0 else 0.0
@@ -124,10 +126,17 @@ def suite_benchmark(
                         path=CRITICAL_PATH[shape],
                         worker_seconds_per_step=per_job,
                         processes=processes,
-                        extra={"errors": outcome.errors, "worker_ms_per_job": round(per_job * 1000, 3)}
+                        extra={
+                            "errors": outcome.errors,
+                            "worker_ms_per_job": round(per_job * 1000, 3),
+                            "orchestrator_loop_lag_ms": lag,
+                        }
                         | ({"profile": profile} if profile else {}),
                     )
-                    log(f"suite {shape} max: {top.instances_per_s}/s, p50 {top.latency_ms['p50']} ms")
+                    log(
+                        f"suite {shape} max: {top.instances_per_s}/s, p50 {top.latency_ms['p50']} ms; "
+                        f"orchestrator loop lag {lag}"
+                    )
                     # Clients cancelled at the window's end leave instances running: let them finish.
                     left = await driver.drain()
                     if left:
@@ -137,9 +146,11 @@ def suite_benchmark(
                         rate = top.instances_per_s / 2
                         await settle(args)
                         jobs0, busy0 = stack.worker_stats()
+                        lag_before = await asyncio.to_thread(stack.loop_lag)
                         sampler = ProcessSampler(stack.process_groups()).start()
                         paced = await driver.paced(name, rate=rate, duration=args.half_duration)
                         processes = sampler.stop()
+                        lag = (await asyncio.to_thread(stack.loop_lag)).since(lag_before)
                         jobs1, busy1 = stack.worker_stats()
                         per_job = (busy1 - busy0) / (jobs1 - jobs0) if jobs1 > jobs0 else 0.0
                         half = make_result(
@@ -155,12 +166,17 @@ def suite_benchmark(
                             worker_seconds_per_step=per_job,
                             processes=processes,
                             target_rate=round(rate, 1),
-                            extra={"errors": paced.errors, "worker_ms_per_job": round(per_job * 1000, 3)},
+                            extra={
+                                "errors": paced.errors,
+                                "worker_ms_per_job": round(per_job * 1000, 3),
+                                "orchestrator_loop_lag_ms": lag,
+                            },
                         )
                         results.append(half.to_json())
                         log(
                             f"suite {shape} half ({rate:.0f}/s): overhead/step p50 "
-                            f"{half.overhead_per_step_ms['p50']} p99 {half.overhead_per_step_ms['p99']} ms"
+                            f"{half.overhead_per_step_ms['p50']} p99 {half.overhead_per_step_ms['p99']} ms; "
+                            f"orchestrator loop lag {lag}"
                         )
                 if "W4" in shapes:
                     from bench.inbox import inbox_benchmark

@@ -32,6 +32,7 @@ async def test_health_metrics_and_schema_need_no_token(client: AsyncTestClient[L
     assert metrics.status_code == 200
     assert "wf_http_requests_total" in metrics.text
     assert "wf_outbox_lag_seconds" in metrics.text
+    assert "wf_event_loop_lag_seconds_bucket" in metrics.text
     schema = await client.get("/schema/openapi.json")
     assert schema.status_code == 200
     assert "/v1/notes" in schema.json()["paths"]

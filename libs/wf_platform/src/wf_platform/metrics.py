@@ -63,6 +63,13 @@ class PlatformMetrics:
         self.outbox_publish_errors = Counter(
             "wf_outbox_publish_errors", "Failed outbox publishes (retried later).", registry=self.registry
         )
+        self.loop_lag = Histogram(
+            "wf_event_loop_lag_seconds",
+            "How long a callback made ready waits for this process's event loop to run it, sampled "
+            "every 50 ms: the loop's saturation (wf_platform.loop_lag).",
+            registry=self.registry,
+            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+        )
         self.tenants_provisioned = Counter(
             "wf_tenants_provisioned",
             "Tenant schemas created or migrated by this process.",

@@ -9,7 +9,8 @@ The plugin adds: HTTP metrics, OpenTelemetry and JWT middleware (``/v1`` needs a
 problem-details exception handlers, ``/health/live``, ``/health/ready``, ``/metrics``, the request
 body limit and input guard (nesting depth, U+0000: :mod:`wf_platform.limits`), and a lifespan that
 creates the database if missing, migrates the shared ``wf`` schema, connects NATS, provisions the
-configured streams and runs the outbox relay. Dependencies offered to
+configured streams and runs the outbox relay and the event-loop lag sampler
+(``wf_event_loop_lag_seconds``, :mod:`wf_platform.loop_lag`). Dependencies offered to
 handlers: ``caller`` (:class:`~wf_platform.auth.Caller`), ``tenant_db``
 (:class:`~wf_platform.db.TenantDatabase` of the caller's tenant) and ``platform`` (:class:`Platform`).
 Route guards come from :func:`wf_platform.auth.requires_role`.
@@ -51,6 +52,7 @@ from wf_platform.bus import EventBus, NatsEventBus, connect_nats
 from wf_platform.db import PLATFORM_SCHEMA, TenantDatabase, create_engine, ensure_database
 from wf_platform.health import HealthCheck, health_routes
 from wf_platform.limits import BodyLimitMiddleware, InputGuardMiddleware
+from wf_platform.loop_lag import LoopLagMonitor
 from wf_platform.metrics import HttpMetricsMiddleware, PlatformMetrics, metrics_route
 from wf_platform.migrations import PLATFORM_MIGRATIONS, migration_lock, upgrade
 from wf_platform.outbox import OutboxRelay
@@ -114,6 +116,7 @@ class Platform:
         self.config = config
         self.settings = config.settings
         self.metrics = PlatformMetrics(self.settings.service_name)
+        self.loop_lag = LoopLagMonitor(self.metrics.loop_lag)
         self.verifier = JwtVerifier(
             config.key_source or _key_source(self.settings),
             issuer=self.settings.jwt_issuer,
@@ -203,6 +206,7 @@ class Platform:
         )
         if self.config.run_outbox_relay:
             self._relay.start()
+        self.loop_lag.start()
         logger.info("%s started", settings.service_name)
 
     async def stop(self) -> None:
@@ -211,6 +215,7 @@ class Platform:
         A shutdown must end even when a dependency hangs (a database that stopped answering, a
         NATS server paused): what did not finish in time is logged and left to the process exit.
         """
+        self.loop_lag.stop()
         steps: list[tuple[str, Any]] = []
         if self._relay is not None:
             steps.append(("outbox relay", self._relay.stop()))
