@@ -297,8 +297,14 @@ def evaluate(
     return checks
 
 
+def loop_lag(result: dict[str, Any], /) -> str:
+    """The orchestrator's loop lag over the phase, mean / p99 ms (suite phases; else empty)."""
+    lag = result.get("extra", {}).get("orchestrator_loop_lag_ms") or {}
+    return f"{lag['mean']:.2f} / {lag['p99']:.1f}" if lag.get("samples") else ""
+
+
 def table(results: list[dict[str, Any]]) -> str:
-    head = f"{'system':<24}{'shape':<6}{'phase':<6}{'inst/s':>10}{'steps/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'ovh/step p50':>13}{'p99':>8}  cpu (cores) per process"
+    head = f"{'system':<24}{'shape':<6}{'phase':<6}{'inst/s':>10}{'steps/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'ovh/step p50':>13}{'p99':>8}{'loop lag':>14}  cpu (cores) per process"
     lines = [head, "-" * len(head)]
     for r in results:
         cpu = ", ".join(
@@ -307,7 +313,8 @@ def table(results: list[dict[str, Any]]) -> str:
         lat, ovh = r["latency_ms"], r["overhead_per_step_ms"]
         lines.append(
             f"{r['system']:<24}{r['shape']:<6}{r['phase']:<6}{r['instances_per_s']:>10,.1f}{r['steps_per_s']:>10,.1f}"
-            f"{lat['p50']:>9.1f}{lat['p95']:>9.1f}{lat['p99']:>9.1f}{ovh['p50']:>13.2f}{ovh['p99']:>8.2f}  {cpu}"
+            f"{lat['p50']:>9.1f}{lat['p95']:>9.1f}{lat['p99']:>9.1f}{ovh['p50']:>13.2f}{ovh['p99']:>8.2f}"
+            f"{loop_lag(r):>14}  {cpu}"
         )
     return "\n".join(lines)
 
@@ -324,8 +331,9 @@ def markdown(report: dict[str, Any], name: str) -> str:
         f"N={report['settings']['workers']}, {report['settings']['duration']} s per shape after "
         f"{report['settings']['warmup']} s of warm-up.",
         "",
-        "| system | shape | phase | inst/s | steps/s | p50 ms | p95 ms | p99 ms | overhead/step p50 / p99 ms | CPU cores (main processes) |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
+        "| system | shape | phase | inst/s | steps/s | p50 ms | p95 ms | p99 ms | overhead/step p50 / p99 ms "
+        "| orchestrator loop lag mean / p99 ms | CPU cores (main processes) |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in report["results"]:
         lat, ovh = r["latency_ms"], r["overhead_per_step_ms"]
@@ -334,7 +342,8 @@ def markdown(report: dict[str, Any], name: str) -> str:
         )
         lines.append(
             f"| {r['system']} | {r['shape']} | {r['phase']} | {r['instances_per_s']:,.1f} | {r['steps_per_s']:,.1f} "
-            f"| {lat['p50']:.1f} | {lat['p95']:.1f} | {lat['p99']:.1f} | {ovh['p50']:.2f} / {ovh['p99']:.2f} | {cpu} |"
+            f"| {lat['p50']:.1f} | {lat['p95']:.1f} | {lat['p99']:.1f} | {ovh['p50']:.2f} / {ovh['p99']:.2f} "
+            f"| {loop_lag(r)} | {cpu} |"
         )
     lines += ["", "| target | value | met |", "|---|---:|---|"]
     for t in report["targets"]:
