@@ -21,14 +21,19 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 if not __package__:  # ``python bench/run.py``: make ``bench`` importable from the repository root
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import ProcessSampler, cpu_probe_ms, machine_info, make_result
+from bench.common import ProcessSampler, ShapeResult, cpu_probe_ms, machine_info, make_result
 from bench.shapes import CRITICAL_PATH, MACHINE_SHAPES, SHAPE_STEPS
+
+if TYPE_CHECKING:  # the suite's modules are imported when the suite runs (they need its extras)
+    from bench.suite import PhaseOutcome, Stack
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
@@ -104,38 +109,20 @@ def suite_benchmark(
                     if index:
                         await settle(args)
                     await driver.closed_loop(name, clients=args.clients, duration=args.warmup)
-                    jobs0, busy0 = stack.worker_stats()
                     profiler = start_profile(args, stack, shape)
-                    lag_before = await asyncio.to_thread(stack.loop_lag)
-                    sampler = ProcessSampler(stack.process_groups()).start()
-                    outcome = await driver.closed_loop(name, clients=args.clients, duration=args.duration)
-                    processes = sampler.stop()
-                    lag = (await asyncio.to_thread(stack.loop_lag)).since(lag_before)
-                    profile = finish_profile(profiler)
-                    jobs1, busy1 = stack.worker_stats()
-                    per_job = (busy1 - busy0) / (jobs1 - jobs0) if jobs1 > jobs0 else 0.0
-                    top = make_result(
-                        system="suite",
-                        shape=shape,
-                        phase="max",
+                    top = await measured_phase(
+                        stack,
+                        shape,
+                        "max",
+                        partial(driver.closed_loop, name, clients=args.clients, duration=args.duration),
                         clients=args.clients,
-                        duration=outcome.duration,
-                        latencies=outcome.latencies,
-                        failed=outcome.failed,
-                        steps=SHAPE_STEPS[shape],
-                        path=CRITICAL_PATH[shape],
-                        worker_seconds_per_step=per_job,
-                        processes=processes,
-                        extra={
-                            "errors": outcome.errors,
-                            "worker_ms_per_job": round(per_job * 1000, 3),
-                            "orchestrator_loop_lag_ms": lag,
-                        }
-                        | ({"profile": profile} if profile else {}),
                     )
+                    profile = finish_profile(profiler)
+                    if profile:
+                        top.extra["profile"] = profile
                     log(
                         f"suite {shape} max: {top.instances_per_s}/s, p50 {top.latency_ms['p50']} ms; "
-                        f"orchestrator loop lag {lag}"
+                        f"orchestrator loop lag {top.extra['orchestrator_loop_lag_ms']}"
                     )
                     # Clients cancelled at the window's end leave instances running: let them finish.
                     left = await driver.drain()
@@ -145,38 +132,19 @@ def suite_benchmark(
                     if args.half_duration > 0 and top.instances_per_s > 0:
                         rate = top.instances_per_s / 2
                         await settle(args)
-                        jobs0, busy0 = stack.worker_stats()
-                        lag_before = await asyncio.to_thread(stack.loop_lag)
-                        sampler = ProcessSampler(stack.process_groups()).start()
-                        paced = await driver.paced(name, rate=rate, duration=args.half_duration)
-                        processes = sampler.stop()
-                        lag = (await asyncio.to_thread(stack.loop_lag)).since(lag_before)
-                        jobs1, busy1 = stack.worker_stats()
-                        per_job = (busy1 - busy0) / (jobs1 - jobs0) if jobs1 > jobs0 else 0.0
-                        half = make_result(
-                            system="suite",
-                            shape=shape,
-                            phase="half",
+                        half = await measured_phase(
+                            stack,
+                            shape,
+                            "half",
+                            partial(driver.paced, name, rate=rate, duration=args.half_duration),
                             clients=0,
-                            duration=paced.duration,
-                            latencies=paced.latencies,
-                            failed=paced.failed,
-                            steps=SHAPE_STEPS[shape],
-                            path=CRITICAL_PATH[shape],
-                            worker_seconds_per_step=per_job,
-                            processes=processes,
                             target_rate=round(rate, 1),
-                            extra={
-                                "errors": paced.errors,
-                                "worker_ms_per_job": round(per_job * 1000, 3),
-                                "orchestrator_loop_lag_ms": lag,
-                            },
                         )
                         results.append(half.to_json())
                         log(
                             f"suite {shape} half ({rate:.0f}/s): overhead/step p50 "
                             f"{half.overhead_per_step_ms['p50']} p99 {half.overhead_per_step_ms['p99']} ms; "
-                            f"orchestrator loop lag {lag}"
+                            f"orchestrator loop lag {half.extra['orchestrator_loop_lag_ms']}"
                         )
                 if "W4" in shapes:
                     from bench.inbox import inbox_benchmark
@@ -185,6 +153,47 @@ def suite_benchmark(
 
         asyncio.run(drive())
     return results, info
+
+
+async def measured_phase(
+    stack: Stack,
+    shape: str,
+    phase: str,
+    run: Callable[[], Awaitable[PhaseOutcome]],
+    /,
+    *,
+    clients: int,
+    target_rate: float | None = None,
+) -> ShapeResult:
+    """Run one measured suite phase and make its record: the processes' CPU and RSS over it, the
+    workers' time per job (taken out of the overhead per step) and the orchestrator's loop lag."""
+    jobs0, busy0 = stack.worker_stats()
+    lag_before = await asyncio.to_thread(stack.loop_lag)
+    sampler = ProcessSampler(stack.process_groups()).start()
+    outcome = await run()
+    processes = sampler.stop()
+    lag = (await asyncio.to_thread(stack.loop_lag)).since(lag_before)
+    jobs1, busy1 = stack.worker_stats()
+    per_job = (busy1 - busy0) / (jobs1 - jobs0) if jobs1 > jobs0 else 0.0
+    return make_result(
+        system="suite",
+        shape=shape,
+        phase=phase,
+        clients=clients,
+        duration=outcome.duration,
+        latencies=outcome.latencies,
+        failed=outcome.failed,
+        steps=SHAPE_STEPS[shape],
+        path=CRITICAL_PATH[shape],
+        worker_seconds_per_step=per_job,
+        processes=processes,
+        target_rate=target_rate,
+        extra={
+            "errors": outcome.errors,
+            "worker_ms_per_job": round(per_job * 1000, 3),
+            "orchestrator_loop_lag_ms": lag,
+        },
+    )
 
 
 async def settle(args: argparse.Namespace) -> None:
@@ -299,7 +308,8 @@ def evaluate(
 
 def loop_lag(result: dict[str, Any], /) -> str:
     """The orchestrator's loop lag over the phase, mean / p99 ms (suite phases; else empty)."""
-    lag = result.get("extra", {}).get("orchestrator_loop_lag_ms") or {}
+    extra: dict[str, Any] = result.get("extra") or {}
+    lag: dict[str, Any] = extra.get("orchestrator_loop_lag_ms") or {}
     return f"{lag['mean']:.2f} / {lag['p99']:.1f}" if lag.get("samples") else ""
 
 
