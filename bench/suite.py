@@ -28,8 +28,8 @@ import aiohttp
 import httpx
 import msgspec
 import nats
-from prometheus_client.parser import text_string_to_metric_families
 
+from bench.histogram import LOOP_LAG_METRIC, HistogramSnapshot, read_histogram
 from bench.shapes import wire
 from wf_platform.testing import SigningKeys, bearer
 from wf_stack._os import die_with_parent, free_port
@@ -37,7 +37,7 @@ from wf_stack.nats import NatsServer
 from wf_stack.postgres import PostgresServer
 from wf_stack.services import ServiceProcess
 
-__all__ = ["LagSnapshot", "Stack", "SuiteDriver"]
+__all__ = ["Stack", "SuiteDriver"]
 
 REPO = Path(__file__).resolve().parent.parent
 ROLES = (
@@ -210,23 +210,11 @@ class Stack:
         finally:
             self.stop()
 
-    def loop_lag(self) -> LagSnapshot:
+    def loop_lag(self) -> HistogramSnapshot:
         """The orchestrator's ``wf_event_loop_lag_seconds`` histogram now (from ``/metrics``)."""
         assert self.orchestrator is not None
         text = httpx.get(f"{self.orchestrator.url}/metrics", timeout=10).text
-        buckets: dict[float, float] = {}
-        count = total = 0.0
-        for family in text_string_to_metric_families(text):
-            if family.name != "wf_event_loop_lag_seconds":
-                continue
-            for sample in family.samples:
-                if sample.name.endswith("_bucket"):
-                    buckets[float(sample.labels["le"])] = sample.value
-                elif sample.name.endswith("_count"):
-                    count = sample.value
-                elif sample.name.endswith("_sum"):
-                    total = sample.value
-        return LagSnapshot(buckets, count, total)
+        return read_histogram(text, LOOP_LAG_METRIC)
 
     def register(self, shapes: list[str]) -> None:
         assert self.registry is not None
@@ -236,42 +224,6 @@ class Stack:
             )
             if response.status_code not in (200, 201):
                 raise RuntimeError(f"registering {shape}: {response.status_code} {response.text}")
-
-
-@dataclass(frozen=True)
-class LagSnapshot:
-    """A cumulative Prometheus histogram: upper bound -> observations at or below it."""
-
-    buckets: dict[float, float]
-    count: float
-    total: float
-
-    def since(self, before: LagSnapshot, /) -> dict[str, float]:
-        """Milliseconds of the observations between ``before`` and this snapshot: their number,
-        mean (exact) and p50 / p99 (interpolated inside a bucket, so as coarse as the buckets)."""
-        count = self.count - before.count
-        if count <= 0:
-            return {"samples": 0}
-        bounds = sorted(self.buckets)
-        cumulative = [self.buckets[b] - before.buckets.get(b, 0.0) for b in bounds]
-
-        def quantile(q: float) -> float:
-            rank, lower, below = q * count, 0.0, 0.0
-            for bound, seen in zip(bounds, cumulative, strict=True):
-                if seen >= rank:
-                    if bound == float("inf"):
-                        return lower
-                    inside = seen - below
-                    return lower + (bound - lower) * ((rank - below) / inside if inside else 1.0)
-                lower, below = bound, seen
-            return lower
-
-        return {
-            "samples": int(count),
-            "mean": round((self.total - before.total) / count * 1000, 3),
-            "p50": round(quantile(0.5) * 1000, 3),
-            "p99": round(quantile(0.99) * 1000, 3),
-        }
 
 
 class _Event(msgspec.Struct):
