@@ -10,10 +10,7 @@ from dataclasses import dataclass
 
 from prometheus_client.parser import text_string_to_metric_families
 
-__all__ = ["LOOP_LAG_METRIC", "HistogramSnapshot", "read_histogram"]
-
-LOOP_LAG_METRIC = "wf_event_loop_lag_seconds"
-"""The services' event loop lag (:mod:`wf_platform.loop_lag`), read by the bench each suite phase."""
+__all__ = ["HistogramSnapshot", "read_histogram"]
 
 
 @dataclass(frozen=True)

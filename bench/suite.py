@@ -29,8 +29,9 @@ import httpx
 import msgspec
 import nats
 
-from bench.histogram import LOOP_LAG_METRIC, HistogramSnapshot, read_histogram
+from bench.histogram import HistogramSnapshot, read_histogram
 from bench.shapes import wire
+from wf_platform.loop_lag import LOOP_LAG_METRIC
 from wf_platform.testing import SigningKeys, bearer
 from wf_stack._os import die_with_parent, free_port
 from wf_stack.nats import NatsServer

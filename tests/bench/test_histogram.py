@@ -12,6 +12,7 @@ from types import ModuleType
 
 import pytest
 
+from wf_platform.loop_lag import LOOP_LAG_METRIC
 from wf_platform.metrics import PlatformMetrics
 
 REPO = Path(__file__).resolve().parents[2]
@@ -38,7 +39,7 @@ def test_the_bench_reads_the_lag_histogram_the_services_expose(histogram: Module
     for seconds in (0.0002, 0.0002, 0.003):
         metrics.loop_lag.observe(seconds)
 
-    snapshot = histogram.read_histogram(_page(metrics), histogram.LOOP_LAG_METRIC)
+    snapshot = histogram.read_histogram(_page(metrics), LOOP_LAG_METRIC)
 
     assert snapshot.count == 3
     assert snapshot.total == pytest.approx(0.0034)
@@ -51,11 +52,11 @@ def test_a_phase_counts_only_what_was_observed_during_it(histogram: ModuleType) 
     metrics = PlatformMetrics("test")
     for _ in range(50):
         metrics.loop_lag.observe(0.00005)  # before the phase, in the lowest bucket: must not show
-    before = histogram.read_histogram(_page(metrics), histogram.LOOP_LAG_METRIC)
+    before = histogram.read_histogram(_page(metrics), LOOP_LAG_METRIC)
     for _ in range(99):
         metrics.loop_lag.observe(0.0003)  # (0.00025, 0.0005]
     metrics.loop_lag.observe(0.004)  # (0.0025, 0.005]
-    after = histogram.read_histogram(_page(metrics), histogram.LOOP_LAG_METRIC)
+    after = histogram.read_histogram(_page(metrics), LOOP_LAG_METRIC)
 
     phase = after.since(before)
 
@@ -70,11 +71,11 @@ def test_a_phase_counts_only_what_was_observed_during_it(histogram: ModuleType) 
 
 def test_a_rank_beyond_the_last_finite_bucket_reads_as_that_bound(histogram: ModuleType) -> None:
     metrics = PlatformMetrics("test")
-    before = histogram.read_histogram(_page(metrics), histogram.LOOP_LAG_METRIC)
+    before = histogram.read_histogram(_page(metrics), LOOP_LAG_METRIC)
     for _ in range(10):
         metrics.loop_lag.observe(3.0)  # above the last finite bound (1 s)
 
-    phase = histogram.read_histogram(_page(metrics), histogram.LOOP_LAG_METRIC).since(before)
+    phase = histogram.read_histogram(_page(metrics), LOOP_LAG_METRIC).since(before)
 
     assert phase == {"samples": 10, "mean": 3000.0, "p50": 1000.0, "p99": 1000.0}
 
@@ -83,7 +84,7 @@ def test_no_observation_in_a_phase_is_reported_as_none(histogram: ModuleType) ->
     metrics = PlatformMetrics("test")
     metrics.loop_lag.observe(0.001)
     page = _page(metrics)
-    snapshot = histogram.read_histogram(page, histogram.LOOP_LAG_METRIC)
+    snapshot = histogram.read_histogram(page, LOOP_LAG_METRIC)
 
     assert snapshot.since(snapshot) == {"samples": 0}
     assert histogram.read_histogram(page, "wf_no_such_histogram").count == 0

@@ -19,7 +19,10 @@ import time
 
 from prometheus_client import Histogram
 
-__all__ = ["LoopLagMonitor"]
+__all__ = ["LOOP_LAG_METRIC", "LoopLagMonitor"]
+
+LOOP_LAG_METRIC = "wf_event_loop_lag_seconds"
+"""The histogram's name on ``/metrics`` (operators alert on it; the benchmark reads it)."""
 
 
 class LoopLagMonitor:

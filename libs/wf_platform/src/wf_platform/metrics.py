@@ -20,6 +20,8 @@ from prometheus_client import (
     generate_latest,
 )
 
+from wf_platform.loop_lag import LOOP_LAG_METRIC
+
 __all__ = ["HttpMetricsMiddleware", "PlatformMetrics", "metrics_route"]
 
 
@@ -64,7 +66,7 @@ class PlatformMetrics:
             "wf_outbox_publish_errors", "Failed outbox publishes (retried later).", registry=self.registry
         )
         self.loop_lag = Histogram(
-            "wf_event_loop_lag_seconds",
+            LOOP_LAG_METRIC,
             "How long a callback made ready waits for this process's event loop to run it, sampled "
             "every 50 ms: the loop's saturation (wf_platform.loop_lag).",
             registry=self.registry,
