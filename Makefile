@@ -43,7 +43,7 @@ bench: bootstrap ## Benchmarks: the suite vs LocalEngine, litestar-workflows and
 
 .PHONY: bench-floor
 bench-floor: bootstrap ## The I/O floor of a W1 instance here: the same path with no engine (bench/floor.py)
-	$(UV) run --frozen --with psutil --with aiohttp python -m bench.floor --out bench/results/floor-latest.json $(FLOOR_ARGS)
+	$(UV) run --frozen --with psutil python -m bench.floor --out bench/results/floor-latest.json $(FLOOR_ARGS)
 
 .PHONY: lint
 lint: bootstrap ## ruff check and format check

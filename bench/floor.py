@@ -17,7 +17,7 @@ No definition, no state, no outbox, no auth, no batching: one coroutine per mess
 also timed alone, at rest. The suite's W1 latency minus this floor is what the engine and the
 platform add; a latency target below the floor cannot be met by any engine on this path here.
 
-    uv run --frozen --with psutil --with aiohttp python -m bench.floor [--rates 5,165] [--duration 20]
+    uv run --frozen --with psutil python -m bench.floor [--rates 5,165] [--duration 20]
 """
 
 # ruff: noqa: T201
@@ -33,13 +33,14 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import asyncpg
 import nats
+import uvloop
 from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
 
 from bench.common import ProcessSampler, machine_info, paced, percentiles
 from bench.floor_service import RESULTS_DURABLE, TENANT
+from bench.lean_http import LeanHTTPClient
 from bench.suite import Stack
 from wf_stack import NatsServer, PostgresServer
 from wf_stack._os import free_port
@@ -94,11 +95,13 @@ async def _drive(
 
     await nc.subscribe(f"wf.events.{TENANT}.completed", cb=on_event)
     report: dict[str, Any] = {"hops": [], "chain": []}
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256)) as http:
+    http = LeanHTTPClient(service_url, connections=256)  # the suite's driver's client
+    get_request = http.request_bytes("GET", "/", headers={})
+    post_request = http.request_bytes("POST", "/", headers={}, body=b"{}")
+    try:
 
         async def get() -> None:
-            async with http.get(service_url) as response:
-                await response.read()
+            await http.send(get_request)
 
         print("hops, one at a time at rest:")
         report["hops"] = [
@@ -114,8 +117,7 @@ async def _drive(
 
         async def one() -> tuple[float, float]:
             started = time.perf_counter()
-            async with http.post(service_url, data=b"{}") as response:
-                instance = (await response.json())["id"]
+            instance = json.loads((await http.send(post_request)).body)["id"]
             posted = time.perf_counter()
             ended = early.pop(instance, None)
             if ended is None:
@@ -142,6 +144,8 @@ async def _drive(
                 f"p99 {lat['p99']:.1f} ms; POST p50 {post['p50']:.1f} ms; CPU cores "
                 + ", ".join(f"{name} {cores}" for name, cores in chain["cpu_cores"].items())
             )
+    finally:
+        await http.close()
     await conn.close()
     await nc.close()
     return report
@@ -180,7 +184,9 @@ def _run(args: argparse.Namespace) -> int:
             log_dir=stack.log_dir,
         )
         groups = {**stack.process_groups(), "service": (service.pid, False)}
-        report = asyncio.run(_drive(args, pg_url, stack.nats.url, service.url + "/", groups))
+        report = uvloop.run(
+            _drive(args, pg_url, stack.nats.url, service.url, groups)
+        )  # as the suite's driver
     finally:
         if service is not None:
             service.stop()

@@ -53,7 +53,8 @@ def _bare_app(start: Any | None) -> App:
             {
                 "type": "http.response.start",
                 "status": status,
-                "headers": [(b"content-type", b"application/json")],
+                # Framed by length, as Litestar's responses are (without it uvicorn sends chunks).
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))],
             }
         )
         await send({"type": "http.response.body", "body": body})

@@ -34,6 +34,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import uvloop
+
 from bench.common import die_with_parent
 from bench.temporal_workflows import TASK_QUEUE, W1, W2, W3, noop
 
@@ -142,7 +144,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         groups: dict[str, tuple[int, bool]] = {"temporal-server": (server.pid, True)}
         groups |= {f"worker-{i}": (w.pid, False) for i, w in enumerate(workers)}
         groups["driver"] = (os.getpid(), False)
-        results = asyncio.run(drive(args, address, groups))
+        results = uvloop.run(drive(args, address, groups))  # as the suite's driver
         return {"results": results, "server_log": str(workdir / "server.log")}
     finally:
         for proc in [*workers, server]:
@@ -173,7 +175,7 @@ def main() -> None:
     parser.add_argument("--out")
     args = parser.parse_args()
     if args.mode == "worker":
-        asyncio.run(run_worker(args.address))
+        uvloop.run(run_worker(args.address))  # as the suite's workers
         return
     data = bench(args)
     with open(args.out, "w") as handle:

@@ -29,6 +29,7 @@ import time
 
 import msgspec
 import nats
+import uvloop
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from wf_worker.pull import PullStream
@@ -132,4 +133,4 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(parse()))
+    uvloop.run(main(parse()))
