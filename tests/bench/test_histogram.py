@@ -4,10 +4,8 @@ phase, in milliseconds."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
+from collections.abc import Callable
 from types import ModuleType
 
 import pytest
@@ -15,19 +13,10 @@ import pytest
 from wf_platform.loop_lag import LOOP_LAG_METRIC
 from wf_platform.metrics import PlatformMetrics
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture(scope="module")
-def histogram() -> ModuleType:
-    # The bench is not a package of the test environment (its other modules need aiohttp, psutil).
-    spec = importlib.util.spec_from_file_location("bench_histogram", REPO / "bench" / "histogram.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve the module by name
-    spec.loader.exec_module(module)
-    return module
+def histogram(bench_module: Callable[[str], ModuleType]) -> ModuleType:
+    return bench_module("histogram")
 
 
 def _page(metrics: PlatformMetrics) -> str:

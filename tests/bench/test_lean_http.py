@@ -6,37 +6,23 @@ driver really talks to)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import importlib.util
-import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from types import ModuleType
 from typing import Any
 
 import pytest
-import uvicorn
 from litestar import Litestar, get, post
 from litestar.params import JSONBody
 
-from wf_stack._os import free_port
-
-REPO = Path(__file__).resolve().parents[2]
+from wf_platform.testing import free_port, serve
 
 Reply = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[bool]]
 """Handles one request on a connection; False closes the connection."""
 
 
 @pytest.fixture(scope="module")
-def lean() -> ModuleType:
-    # The bench is not a package of the test environment (its other modules need aiohttp, psutil).
-    spec = importlib.util.spec_from_file_location("bench_lean_http", REPO / "bench" / "lean_http.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+def lean(bench_module: Callable[[str], ModuleType]) -> ModuleType:
+    return bench_module("lean_http")
 
 
 class ScriptedServer:
@@ -190,8 +176,7 @@ async def test_a_response_that_never_comes_times_out(lean: ModuleType) -> None:
         await client.close()
 
 
-@pytest.fixture
-async def litestar_url() -> AsyncIterator[str]:
+def litestar_app() -> Litestar:
     @post("/v1/instances", status_code=201)
     async def start(data: JSONBody[dict[str, Any]]) -> dict[str, Any]:
         return {"id": "i-7", "definition": data["definition"]}
@@ -200,32 +185,19 @@ async def litestar_url() -> AsyncIterator[str]:
     async def items() -> list[int]:
         return list(range(2000))  # larger than one read
 
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            Litestar([start, items]), host="127.0.0.1", port=port, log_level="warning", lifespan="off"
+    return Litestar([start, items])
+
+
+async def test_it_speaks_to_uvicorn_serving_litestar(lean: ModuleType) -> None:
+    async with serve(litestar_app(), free_port(), lifespan="off") as url:
+        client = lean.LeanHTTPClient(url, connections=2)
+        start = client.request_bytes(
+            "POST", "/v1/instances", headers={"Content-Type": "application/json"}, body=b'{"definition":"w"}'
         )
-    )
-    task = asyncio.get_running_loop().create_task(server.serve())
-    for _ in range(200):
-        if server.started:
-            break
-        await asyncio.sleep(0.01)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    with contextlib.suppress(asyncio.CancelledError):
-        await asyncio.wait_for(task, 5)
-
-
-async def test_it_speaks_to_uvicorn_serving_litestar(lean: ModuleType, litestar_url: str) -> None:
-    client = lean.LeanHTTPClient(litestar_url, connections=2)
-    start = client.request_bytes(
-        "POST", "/v1/instances", headers={"Content-Type": "application/json"}, body=b'{"definition":"w"}'
-    )
-    first, second = await client.send(start), await client.send(start)
-    items = await client.send(client.request_bytes("GET", "/items", headers={}))
-    missing = await client.send(client.request_bytes("GET", "/nowhere", headers={}))
-    await client.close()
+        first, second = await client.send(start), await client.send(start)
+        items = await client.send(client.request_bytes("GET", "/items", headers={}))
+        missing = await client.send(client.request_bytes("GET", "/nowhere", headers={}))
+        await client.close()
 
     assert (first.status, first.body) == (201, b'{"id":"i-7","definition":"w"}')
     assert second.body == first.body
