@@ -2,8 +2,9 @@
 
 The driver shares the machine's two cores with the suite it measures, so every microsecond it
 spends per request is taken from the system under test (and adds to the latency it records).
-aiohttp spent ~0.4 ms of the driver's CPU per start; this client sends prebuilt request bytes and
-reads ``Content-Length``-framed responses with a few byte searches. It speaks only what the driver
+With aiohttp the driver spent 0.38 ms of CPU per W1 instance at 498/s (its start, its end event, the
+pacing; on uvloop), with this client 0.22 ms: it sends prebuilt request bytes and reads
+``Content-Length``-framed responses with a few byte searches. It speaks only what the driver
 needs: requests with a body or without, responses framed by ``Content-Length`` (what uvicorn sends
 for Litestar's responses). Anything else (a chunked response, a closed connection) fails the request
 with :class:`LeanHTTPError`; the connection is then dropped and a new one opened by the next request.
