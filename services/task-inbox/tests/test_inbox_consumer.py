@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from task_inbox.services import TaskEscalatedMessage
+from task_inbox.services import TaskEscalatedMessage, TaskIntake
 from wf_platform.plugin import get_platform
 from wf_platform.tenancy import TenantId, tenant_schema
 from workflow_core.messages import TaskCancelledMessage
@@ -36,12 +36,46 @@ async def test_cancelled_before_created_leaves_a_tombstone(harness: Harness) -> 
         reason="instance cancelled",
     )
     await harness.publish("cancelled", cancel)
+    # Applied before the ``created`` is published: in one fetched batch the two may be applied in
+    # either order (that race is the test below).
+    await _counted(harness, 'wf_inbox_task_messages_total{event="cancelled",outcome="tombstoned"} 1.0')
     await harness.publish("created", message)
-    marker = created_message(harness.tenant, title="marker")
-    await harness.publish("created", marker)  # delivered in order after the two above
-    await harness.wait_for(marker.task_id)
+    await _counted(harness, 'wf_inbox_task_messages_total{event="created",outcome="tombstoned"} 1.0')
     response = await harness.api.get(f"/v1/tasks/{message.task_id}", headers=harness.headers(roles=ADMIN))
     assert response.status_code == 404
+
+
+async def _counted(harness: Harness, sample: str, /) -> None:
+    """Wait (bounded: 10 s) until the inbox's ``/metrics`` shows ``sample``."""
+    for _ in range(200):
+        if sample in (await harness.api.get("/metrics")).text:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"never counted: {sample}")
+
+
+async def test_a_cancel_applied_alongside_its_created_never_leaves_the_task_open(harness: Harness) -> None:
+    # One fetched batch is applied concurrently, and replicas share the consumer: a task's
+    # ``cancelled`` and ``created`` can be applied at the same time. Either order is fine (a tombstone
+    # and no task, or a cancelled task); both committing unaware of each other would leave it open.
+    platform = get_platform(harness.app)
+    await platform.tenants.status(TenantId(harness.tenant))
+    intake = TaskIntake(platform.tenant_db(TenantId(harness.tenant)))
+    messages = [created_message(harness.tenant) for _ in range(40)]
+    cancels = [
+        TaskCancelledMessage(
+            task_id=m.task_id, tenant=harness.tenant, instance_id=m.instance_id, reason="raced"
+        )
+        for m in messages
+    ]
+    for start in range(0, len(messages), 5):  # within the pool: five pairs at a time
+        pairs = zip(messages[start : start + 5], cancels[start : start + 5], strict=True)
+        await asyncio.gather(*(call for m, c in pairs for call in (intake.cancelled(c), intake.created(m))))
+    states = []
+    for message in messages:
+        response = await harness.api.get(f"/v1/tasks/{message.task_id}", headers=harness.headers(roles=ADMIN))
+        states.append("absent" if response.status_code == 404 else response.json()["status"])
+    assert set(states) <= {"absent", "cancelled"}, states
 
 
 async def test_cancelled_after_created_withdraws_the_task(harness: Harness) -> None:

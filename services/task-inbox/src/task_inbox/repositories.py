@@ -196,6 +196,8 @@ def visible_to(visibility: Visibility, /) -> sa.ColumnElement[bool]:
 
 
 _WORD = re.compile(r"\w+", re.UNICODE)
+_MESSAGE_LOCK = sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
+"""A transaction lock per task id (advisory locks are per database: the id, a UUID, names the task)."""
 
 
 def text_query(q: str, /) -> str | None:
@@ -249,6 +251,14 @@ class TaskRepository:
             .returning(tasks.c.id)
         )
         return (await self.conn.execute(stmt)).first() is not None
+
+    async def serialize_messages(self, task_id: uuid.UUID, /) -> None:
+        """Until the transaction ends, hold the lock that orders the task's ``created`` and
+        ``cancelled``. A fetched batch is applied concurrently and replicas share the consumer, so the
+        two can be applied at once; without the lock each would miss the other's uncommitted row (no
+        task yet: a tombstone; no tombstone yet: an open task) and the task would stay open. Taken
+        alone, before the reads it guards: a statement's snapshot is taken when it starts."""
+        await self.conn.execute(_MESSAGE_LOCK, {"key": f"wf.task:{task_id}"})
 
     async def is_tombstoned(self, task_id: uuid.UUID, /) -> bool:
         """Whether the task was cancelled before it arrived."""

@@ -638,6 +638,7 @@ class TaskIntake:
         task_id = uuid.UUID(message.task_id)
         async with self.db.transaction() as uow:
             repo = TaskRepository(uow.conn)
+            await repo.serialize_messages(task_id)
             if await repo.is_tombstoned(task_id):
                 return "tombstoned"
             inserted = await repo.insert_if_absent(
@@ -681,6 +682,7 @@ class TaskIntake:
         task_id = uuid.UUID(message.task_id)
         async with self.db.transaction() as uow:
             repo = TaskRepository(uow.conn)
+            await repo.serialize_messages(task_id)
             row = await repo.lock(task_id)
             if row is None:
                 await repo.add_tombstone(task_id, instance_id=message.instance_id, reason=message.reason)
