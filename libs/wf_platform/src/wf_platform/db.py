@@ -50,6 +50,7 @@ __all__ = [
     "outbox_parameters",
     "outbox_table",
     "tenants_table",
+    "transaction_lock",
 ]
 
 logger = logging.getLogger("wf_platform.db")
@@ -147,6 +148,14 @@ def create_engine(
         pool_recycle=1800,
         connect_args=connect_args,
     )
+
+
+async def transaction_lock(conn: AsyncConnection, key: str, /) -> None:
+    """Wait for and hold, until ``conn``'s transaction ends, the database-wide advisory lock named
+    ``key``: transactions (of this process or of other replicas) taking the same key run one after
+    the other. Take it in its own statement, before the reads it guards: a statement's snapshot is
+    taken when the statement starts."""
+    await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(key, 0))))
 
 
 async def ensure_database(url: str, /) -> bool:

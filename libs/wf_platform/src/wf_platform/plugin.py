@@ -49,7 +49,7 @@ from wf_platform.auth import (
     caller_from_connection,
 )
 from wf_platform.bus import EventBus, NatsEventBus, connect_nats
-from wf_platform.db import PLATFORM_SCHEMA, TenantDatabase, create_engine, ensure_database
+from wf_platform.db import PLATFORM_SCHEMA, TenantDatabase, create_engine, ensure_database, transaction_lock
 from wf_platform.health import HealthCheck, health_routes
 from wf_platform.limits import BodyLimitMiddleware, InputGuardMiddleware
 from wf_platform.loop_lag import LoopLagMonitor
@@ -253,9 +253,7 @@ class Platform:
 async def migrate_platform_schema(engine: AsyncEngine, /) -> None:
     """Bring the shared ``wf`` schema to head (under an advisory lock: replicas start together)."""
     async with migration_lock(), engine.begin() as conn:
-        await conn.execute(
-            sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended("wf.platform", 0)))
-        )
+        await transaction_lock(conn, "wf.platform")
         await conn.run_sync(
             lambda sync: upgrade(sync, script_location=PLATFORM_MIGRATIONS, schema=PLATFORM_SCHEMA)
         )

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from wf_platform.db import tenants_table
+from wf_platform.db import tenants_table, transaction_lock
 from wf_platform.migrations import head_revision, migration_lock, upgrade
 from wf_platform.problems import ForbiddenError
 from wf_platform.tenancy import TenantId, tenant_schema, validate_tenant_id
@@ -104,11 +104,7 @@ class TenantRegistry:
             schema = tenant_schema(tenant)
             head = head_revision(self.script_location)
             async with self.engine.begin() as conn:
-                await conn.execute(
-                    sa.select(
-                        sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(f"wf.tenant:{tenant}", 0))
-                    )
-                )
+                await transaction_lock(conn, f"wf.tenant:{tenant}")
                 row = (
                     await conn.execute(
                         sa.select(tenants_table.c.status, tenants_table.c.schema_revision).where(

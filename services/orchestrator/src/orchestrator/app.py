@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 
-import sqlalchemy as sa
 from litestar import Litestar
 from litestar.config.app import AppConfig
 from litestar.di import NamedDependency, Provide
@@ -30,7 +29,7 @@ from orchestrator.streams import ORCHESTRATOR_STREAMS
 from orchestrator.tables import SHARED_SCHEMA
 from wf_platform.auth import Caller
 from wf_platform.consumers import PullConsumer
-from wf_platform.db import TenantDatabase
+from wf_platform.db import TenantDatabase, transaction_lock
 from wf_platform.migrations import migration_lock, upgrade
 from wf_platform.plugin import Platform, PlatformConfig, PlatformPlugin
 from wf_platform.tenancy import TenantId
@@ -174,7 +173,7 @@ class OrchestratorPlugin(InitPlugin):
 async def migrate_shared_schema(engine: AsyncEngine, /) -> None:
     """Bring the orchestrator's shared schema (timers) to head, under an advisory lock."""
     async with migration_lock(), engine.begin() as conn:
-        await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended("wf.orch", 0))))
+        await transaction_lock(conn, "wf.orch")
         await conn.run_sync(
             lambda sync: upgrade(sync, script_location=SHARED_MIGRATIONS, schema=SHARED_SCHEMA)
         )

@@ -28,7 +28,7 @@ from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from wf_platform.db import TENANT_SCHEMA
+from wf_platform.db import TENANT_SCHEMA, transaction_lock
 
 __all__ = [
     "NO_DUE_DATE",
@@ -196,8 +196,6 @@ def visible_to(visibility: Visibility, /) -> sa.ColumnElement[bool]:
 
 
 _WORD = re.compile(r"\w+", re.UNICODE)
-_MESSAGE_LOCK = sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
-"""A transaction lock per task id (advisory locks are per database: the id, a UUID, names the task)."""
 
 
 def text_query(q: str, /) -> str | None:
@@ -256,9 +254,9 @@ class TaskRepository:
         """Until the transaction ends, hold the lock that orders the task's ``created`` and
         ``cancelled``. A fetched batch is applied concurrently and replicas share the consumer, so the
         two can be applied at once; without the lock each would miss the other's uncommitted row (no
-        task yet: a tombstone; no tombstone yet: an open task) and the task would stay open. Taken
-        alone, before the reads it guards: a statement's snapshot is taken when it starts."""
-        await self.conn.execute(_MESSAGE_LOCK, {"key": f"wf.task:{task_id}"})
+        task yet: a tombstone; no tombstone yet: an open task) and the task would stay open. The
+        lock is database-wide; the task id, a UUID, names it across tenants."""
+        await transaction_lock(self.conn, f"wf.task:{task_id}")
 
     async def is_tombstoned(self, task_id: uuid.UUID, /) -> bool:
         """Whether the task was cancelled before it arrived."""
