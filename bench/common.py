@@ -128,6 +128,10 @@ class ProcessSampler:
         self._thread: threading.Thread | None = None
         self._t0 = 0.0
         self._t1 = 0.0
+        self._cpu0: Any = None
+        self._autovacuum_samples = 0
+        self.machine: dict[str, float] = {}
+        """Set by :meth:`stop`: see the class docstring."""
 
     def _proc(self, pid: int) -> psutil.Process | None:
         proc = self._procs.get(pid)
@@ -139,6 +143,7 @@ class ProcessSampler:
         return proc
 
     def _sample(self, *, first: bool) -> None:
+        autovacuum = False
         for name, (root, with_children) in self.groups.items():
             root_proc = self._proc(root)
             if root_proc is None:
@@ -155,6 +160,8 @@ class ProcessSampler:
                     with proc.oneshot():
                         times = proc.cpu_times()
                         rss = proc.memory_info().rss / 2**20
+                        if with_children and pid != root and _is_autovacuum_worker(proc):
+                            autovacuum = True
                 except psutil.Error:
                     continue
                 cpu = times.user + times.system
@@ -166,6 +173,8 @@ class ProcessSampler:
                 if pid == root:
                     self._rss_root_max[name] = max(self._rss_root_max[name], rss)
             self._rss_max[name] = max(self._rss_max[name], rss_total)
+        if autovacuum and not first:
+            self._autovacuum_samples += 1
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -173,6 +182,7 @@ class ProcessSampler:
 
     def start(self) -> ProcessSampler:
         self._t0 = time.perf_counter()
+        self._cpu0 = psutil.cpu_times()
         self._sample(first=True)
         self._thread = threading.Thread(target=self._run, name="sampler", daemon=True)
         self._thread.start()
@@ -190,6 +200,8 @@ class ProcessSampler:
         self._sample(first=False)
         self._t1 = time.perf_counter()
         wall = max(self._t1 - self._t0, 1e-9)
+        self.machine = _machine_usage(self._cpu0, psutil.cpu_times(), wall)
+        self.machine["autovacuum_s"] = round(self._autovacuum_samples * self.interval, 1)
         out: dict[str, dict[str, float]] = {}
         for name in self.groups:
             cpu = sum(self._last[p] - self._base[p] for p in self._members[name])
@@ -199,6 +211,22 @@ class ProcessSampler:
                 "rss_mb_root_max": round(self._rss_root_max[name], 1),
             }
         return out
+
+
+def _is_autovacuum_worker(proc: psutil.Process, /) -> bool:
+    # Postgres names its processes in their command line ("postgres: autovacuum worker <db>").
+    return "autovacuum worker" in " ".join(proc.cmdline())
+
+
+def _machine_usage(before: Any, after: Any, wall: float, /) -> dict[str, float]:
+    """Machine-wide cores busy and stolen between two ``psutil.cpu_times()`` (summed over CPUs)."""
+    spent = {field: getattr(after, field) - getattr(before, field) for field in after._fields}
+    idle = spent["idle"] + spent.get("iowait", 0.0)
+    steal = spent.get("steal", 0.0)
+    # Linux counts guest time inside user time already (psutil's cpu_percent leaves it out the same way).
+    guests = spent.get("guest", 0.0) + spent.get("guest_nice", 0.0)
+    busy = sum(spent.values()) - idle - steal - guests
+    return {"busy_cores": round(busy / wall, 3), "steal_cores": round(steal / wall, 3)}
 
 
 def die_with_parent() -> None:

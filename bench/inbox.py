@@ -134,6 +134,7 @@ async def inbox_benchmark(stack: Any, driver: Any, args: Any) -> list[dict[str, 
                     "open_tasks": args.open_tasks,
                     "seed_seconds": round(seconds, 1),
                     "operations_ms": {k: summarize_latencies(v) for k, v in ops.items()},
+                    "machine": sampler.machine,
                 },
             ).to_json()
         ]
@@ -175,6 +176,7 @@ async def inbox_benchmark(stack: Any, driver: Any, args: Any) -> list[dict[str, 
                         "open_tasks": args.open_tasks,
                         "page_size": PAGE,
                         "what": "GET /v1/tasks page (instances_per_s = three-page walks/s)",
+                        "machine": sampler.machine,
                     },
                 ).to_json()
             )

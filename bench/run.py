@@ -196,6 +196,7 @@ async def measured_phase(
             "errors": outcome.errors,
             "worker_ms_per_job": round(per_job * 1000, 3),
             "orchestrator_loop_lag_ms": lag,
+            "machine": sampler.machine,
         },
     )
 
@@ -317,8 +318,17 @@ def loop_lag(result: dict[str, Any], /) -> str:
     return f"{lag['mean']:.2f} / {lag['p99']:.1f}" if lag.get("samples") else ""
 
 
+def machine_load(result: dict[str, Any], /) -> str:
+    """The machine's busy cores over the phase, and autovacuum's seconds if it ran (suite phases)."""
+    machine: dict[str, Any] = (result.get("extra") or {}).get("machine") or {}
+    if "busy_cores" not in machine:
+        return ""
+    autovacuum = machine.get("autovacuum_s", 0.0)
+    return f"{machine['busy_cores']:.2f}" + (f" (autovacuum {autovacuum:g} s)" if autovacuum else "")
+
+
 def table(results: list[dict[str, Any]]) -> str:
-    head = f"{'system':<24}{'shape':<6}{'phase':<6}{'inst/s':>10}{'steps/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'ovh/step p50':>13}{'p99':>8}{'loop lag':>14}  cpu (cores) per process"
+    head = f"{'system':<24}{'shape':<6}{'phase':<6}{'inst/s':>10}{'steps/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'ovh/step p50':>13}{'p99':>8}{'loop lag':>14}{'machine':>10}  cpu (cores) per process"
     lines = [head, "-" * len(head)]
     for r in results:
         cpu = ", ".join(
@@ -328,7 +338,7 @@ def table(results: list[dict[str, Any]]) -> str:
         lines.append(
             f"{r['system']:<24}{r['shape']:<6}{r['phase']:<6}{r['instances_per_s']:>10,.1f}{r['steps_per_s']:>10,.1f}"
             f"{lat['p50']:>9.1f}{lat['p95']:>9.1f}{lat['p99']:>9.1f}{ovh['p50']:>13.2f}{ovh['p99']:>8.2f}"
-            f"{loop_lag(r):>14}  {cpu}"
+            f"{loop_lag(r):>14}{machine_load(r):>10}  {cpu}"
         )
     return "\n".join(lines)
 
@@ -346,8 +356,8 @@ def markdown(report: dict[str, Any], name: str) -> str:
         f"{report['settings']['warmup']} s of warm-up.",
         "",
         "| system | shape | phase | inst/s | steps/s | p50 ms | p95 ms | p99 ms | overhead/step p50 / p99 ms "
-        "| orchestrator loop lag mean / p99 ms | CPU cores (main processes) |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        f"| orchestrator loop lag mean / p99 ms | machine busy (cores of {m['cores']}) | CPU cores (main processes) |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in report["results"]:
         lat, ovh = r["latency_ms"], r["overhead_per_step_ms"]
@@ -357,7 +367,7 @@ def markdown(report: dict[str, Any], name: str) -> str:
         lines.append(
             f"| {r['system']} | {r['shape']} | {r['phase']} | {r['instances_per_s']:,.1f} | {r['steps_per_s']:,.1f} "
             f"| {lat['p50']:.1f} | {lat['p95']:.1f} | {lat['p99']:.1f} | {ovh['p50']:.2f} / {ovh['p99']:.2f} "
-            f"| {loop_lag(r)} | {cpu} |"
+            f"| {loop_lag(r)} | {machine_load(r)} | {cpu} |"
         )
     lines += ["", "| target | value | met |", "|---|---:|---|"]
     for t in report["targets"]:

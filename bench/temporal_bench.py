@@ -100,7 +100,7 @@ async def drive(
             steps=SHAPE_STEPS[shape],
             path=CRITICAL_PATH[shape],
             processes=processes,
-            extra={"errors": errors, "workers": args.workers},
+            extra={"errors": errors, "workers": args.workers, "machine": sampler.machine},
         )
         results.append(result.to_json())
         print(f"{system} {shape}: {result.instances_per_s}/s p50 {result.latency_ms['p50']} ms", flush=True)
