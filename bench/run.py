@@ -328,7 +328,7 @@ def machine_load(result: dict[str, Any], /) -> str:
 
 
 def table(results: list[dict[str, Any]]) -> str:
-    head = f"{'system':<24}{'shape':<6}{'phase':<6}{'inst/s':>10}{'steps/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'ovh/step p50':>13}{'p99':>8}{'loop lag':>14}{'machine':>10}  cpu (cores) per process"
+    head = f"{'system':<24}{'shape':<6}{'phase':<6}{'inst/s':>10}{'steps/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'ovh/step p50':>13}{'p99':>8}{'loop lag':>14}  {'machine busy':<26}cpu (cores) per process"
     lines = [head, "-" * len(head)]
     for r in results:
         cpu = ", ".join(
@@ -338,7 +338,7 @@ def table(results: list[dict[str, Any]]) -> str:
         lines.append(
             f"{r['system']:<24}{r['shape']:<6}{r['phase']:<6}{r['instances_per_s']:>10,.1f}{r['steps_per_s']:>10,.1f}"
             f"{lat['p50']:>9.1f}{lat['p95']:>9.1f}{lat['p99']:>9.1f}{ovh['p50']:>13.2f}{ovh['p99']:>8.2f}"
-            f"{loop_lag(r):>14}{machine_load(r):>10}  {cpu}"
+            f"{loop_lag(r):>14}  {machine_load(r):<26}{cpu}"
         )
     return "\n".join(lines)
 
