@@ -90,10 +90,10 @@ async def test_a_cached_state_behind_the_stored_row_writes_nothing_and_the_resul
     assert sample(suite, "wf_results_total", status="completed") == 1
 
 
-async def test_a_result_the_cached_state_would_ignore_is_decided_on_the_stored_row(suite: Suite) -> None:
-    # Attempt 1 fails; the timer loop dispatches attempt 2 (a write this process's cache does not
-    # see): the cached state still has the step waiting for its retry and would drop attempt 2's
-    # result as stale. The stored row decides, and the instance completes.
+async def test_a_result_after_a_timer_write_is_applied_without_a_lock(suite: Suite) -> None:
+    # Attempt 1 fails; the timer loop dispatches attempt 2. That write (a transaction of the timer
+    # path) puts the instance's new state in the cache too, so attempt 2's result is applied to it
+    # with one statement, like attempt 1's.
     retry = {"max_attempts": 3, "backoff": "fixed", "initial_interval": 0.1}
     await suite.register(steps("retried", 1, retry=retry))
     calls: list[int] = []
@@ -108,6 +108,82 @@ async def test_a_result_the_cached_state_would_ignore_is_decided_on_the_stored_r
     done = await suite.wait_status(started["id"], "completed")
     assert done["data"] == {"done": True}
     assert calls == [1, 2]
+    assert sample(suite, "wf_result_chunks_total", path="cached") == 2
+    assert sample(suite, "wf_result_chunks_total", path="locked") == 0
+    assert sample(suite, "wf_results_total", status="failed") == 1
+    assert sample(suite, "wf_results_total", status="completed") == 1
+
+
+async def test_a_result_after_an_api_write_is_applied_without_a_lock(suite: Suite) -> None:
+    await suite.register(steps("signalled", 1))
+    gate = asyncio.Event()
+
+    async def held(job: JobMessage) -> JobResult:
+        await gate.wait()
+        return JobResult(job_id=job.job_id, attempt=job.attempt, status="completed", output={"x": 1})
+
+    await suite.worker("signalled.step", held)
+    started = await suite.start("signalled")
+    # The signal's transaction (the HTTP path) moves the row to revision 2 and puts that state in
+    # the cache: the result then needs no read.
+    signalled = await suite.api.post(
+        f"/v1/instances/{started['id']}/signals/poke", json={"data": {"n": 7}}, headers=suite.headers()
+    )
+    assert signalled.status_code == 200, signalled.text
+    gate.set()
+    done = await suite.wait_status(started["id"], "completed")
+    assert done["data"] == {"x": 1}
+    assert sample(suite, "wf_result_chunks_total", path="cached") == 1
+    assert sample(suite, "wf_result_chunks_total", path="locked") == 0
+    assert sample(suite, "wf_write_conflicts_total", source="result") == 0
+    db = suite.orchestrator.tenant_db(TenantId(suite.tenant))
+    async with db.transaction() as uow:
+        after = await InstanceRepository(uow.conn).get(started["id"])
+    assert after is not None and after.revision == 3  # the start, the signal, the result
+    assert [(s.name, s.data) for s in after.state.pending_signals] == [("poke", {"n": 7})]
+
+
+async def test_a_result_the_cached_state_would_ignore_is_decided_on_the_stored_row(suite: Suite) -> None:
+    # Attempt 1 fails; a timer loop dispatches attempt 2, and this process's cache is made to miss
+    # that write (as when another replica's timer loop fires): the cached state still has the step
+    # waiting for its retry and would drop attempt 2's result as stale. The stored row decides, and
+    # the instance completes.
+    retry = {"max_attempts": 3, "backoff": "fixed", "initial_interval": 0.1}
+    await suite.register(steps("retried", 1, retry=retry))
+    calls: list[int] = []
+    second = asyncio.Event()
+    failing, succeeding = fail("Flaky"), ok({"done": True})
+    cache = suite.orchestrator.runtime.instances
+    put = cache.put
+    remembered: list[InstanceRow] = []
+
+    def recording_put(tenant: str, row: InstanceRow, /) -> None:
+        remembered.append(row)
+        put(tenant, row)
+
+    cache.put = recording_put  # type: ignore[method-assign]
+
+    async def flaky(job: JobMessage) -> JobResult:
+        calls.append(job.attempt)
+        if job.attempt == 1:
+            return await failing(job)
+        await second.wait()
+        return await succeeding(job)
+
+    await suite.worker("retried.step", flaky)
+    started = await suite.start("retried")
+    for _ in range(200):
+        if 2 in calls:
+            break
+        await asyncio.sleep(0.05)
+    assert calls == [1, 2], "attempt 2 was never dispatched"
+    # What this process wrote: the start (1), attempt 1's failure (2), the timer's retry (3).
+    assert [row.revision for row in remembered] == [1, 2, 3]
+    cache.drop(suite.tenant, started["id"])
+    put(suite.tenant, remembered[1])  # as if this process had missed the timer's write
+    second.set()
+    done = await suite.wait_status(started["id"], "completed")
+    assert done["data"] == {"done": True}
     assert sample(suite, "wf_result_chunks_total", path="locked") == 1
     assert sample(suite, "wf_results_total", status="failed") == 1
     assert sample(suite, "wf_results_total", status="completed") == 1

@@ -192,7 +192,7 @@ class ResultHandler:
         self, chunk: list[_Result], rows: dict[str, InstanceRow] | None, /
     ) -> list[tuple[_Result, Applied]]:
         """Apply the chunk to ``rows`` (by job id, not read: one statement) or, with ``None``, to
-        the rows it locks (one transaction); the rows written go to the instance cache."""
+        the rows it locks (one transaction)."""
         tenant = chunk[0].tenant
         database = self.tenant_db(TenantId(tenant))
         outcomes: list[tuple[_Result, Applied]] = []
@@ -216,9 +216,7 @@ class ResultHandler:
                     if rows is not None and (applied.transition is None or applied.transition.ignored):
                         raise _NotTrusted  # the stored row decides (nothing was written)
                     outcomes.append((result, applied))
-            await batch.flush()
-        for row in batch.written_rows():
-            self.runtime.instances.put(tenant, row)
+            await batch.flush()  # the rows written go to the instance cache once committed
         return outcomes
 
     def _count(

@@ -1,10 +1,11 @@
 """The states this process wrote last, to apply a worker's result without reading the row first.
 
 A result is normally one transaction: ``BEGIN``, lock the instance (``FOR UPDATE``), write, ``COMMIT``.
-When this process wrote the instance's latest state itself (it started it, or applied its previous
-result), it has that state and its revision already; the result is then applied to it and written with
-one statement that commits by itself, guarded by the revision (``orch.write_guard``: the statement
-fails as a whole, nothing written, when the row moved on). One round trip instead of four.
+When this process wrote the instance's latest state itself (it started it, or applied its last
+change: a worker's result, a task completion, a timer, an API call), it has that state and its
+revision already; the result is then applied to it and written with one statement that commits by
+itself, guarded by the revision (``orch.write_guard``: the statement fails as a whole, nothing
+written, when the row moved on). One round trip instead of four.
 
 Nothing here is the truth (DESIGN §7: several replicas may run, no in-memory truth): a state is
 only used if the guarded write confirms it was the latest. A result the cached state would ignore

@@ -469,6 +469,13 @@ class Batch:
 
     async def flush(self) -> None:
         """Write everything the applied events changed and their outbox rows (still inside the
-        transaction): one statement."""
+        transaction): one statement. Once the unit commits, the rows written become the process's
+        latest known states (:attr:`Runtime.instances`), whichever path wrote them (a worker's
+        result, a task completion, a timer, an API call): the next result for one of them is then
+        applied without a read."""
         outbox = self.uow.take_outbox()
         self.uow.outbox_written(outbox, *await self.repo.write(self.writes, outbox))
+        written = self.written_rows()
+        if written:
+            cache, tenant = self.runtime.instances, self.uow.tenant
+            self.uow.after_commit(lambda: [cache.put(tenant, row) for row in written])
