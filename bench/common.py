@@ -12,11 +12,11 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import psutil
 
-__all__ = ["ProcessSampler", "ShapeResult", "paced", "percentiles", "summarize_latencies"]
+__all__ = ["PacedRun", "ProcessSampler", "ShapeResult", "paced", "percentiles", "summarize_latencies"]
 
 T = TypeVar("T")
 
@@ -318,20 +318,59 @@ async def closed_loop(
     return latencies, failed, errors
 
 
-async def paced(one: Callable[[], Coroutine[Any, Any, T]], /, *, rate: float, duration: float) -> list[T]:
+@dataclass
+class PacedRun(Generic[T]):
+    """What :func:`paced` ran: the results of the calls that finished, in start order, and how long
+    the starting took (longer than asked when the caller could not keep the pace)."""
+
+    results: list[T]
+    started: int
+    elapsed: float
+
+
+async def paced(
+    one: Callable[[], Coroutine[Any, Any, T]],
+    /,
+    *,
+    rate: float,
+    duration: float,
+    max_in_flight: int | None = None,
+    timeout: float | None = None,
+) -> PacedRun[T]:
     """Open loop: ``one()`` started ``rate`` times a second for ``duration`` seconds, evenly spaced,
-    each in its own task (a slow one never delays the next start); their results, in start order."""
+    each in its own task (a slow one never delays the next start). With ``max_in_flight``, a start
+    waits while that many calls run (the pace then slips, and ``elapsed`` shows it). With
+    ``timeout``, calls still running that long after the last start are cancelled and left out of
+    the results. A call's exception propagates (``one`` handles what it expects)."""
     import asyncio
 
     loop = asyncio.get_running_loop()
+    slots = asyncio.Semaphore(max_in_flight) if max_in_flight is not None else None
     tasks: list[asyncio.Task[T]] = []
+
+    async def limited() -> T:
+        assert slots is not None
+        try:
+            return await one()
+        finally:
+            slots.release()
+
     began = time.perf_counter()
     for index in range(int(rate * duration)):
         delay = began + index / rate - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(loop.create_task(one()))
-    return list(await asyncio.gather(*tasks))
+        if slots is not None:
+            await slots.acquire()
+        tasks.append(loop.create_task(limited() if slots is not None else one()))
+    elapsed = time.perf_counter() - began
+    if tasks:
+        _, late = await asyncio.wait(tasks, timeout=timeout)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+    results = [task.result() for task in tasks if not task.cancelled()]
+    return PacedRun(results, len(tasks), elapsed)
 
 
 class RssTrack:

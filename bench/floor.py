@@ -129,7 +129,7 @@ async def _drive(
             for _ in range(20):  # warm-up
                 await one()
             sampler = ProcessSampler(groups).start()
-            done = await paced(one, rate=rate, duration=args.duration)
+            done = (await paced(one, rate=rate, duration=args.duration)).results
             chain = {
                 "rate": rate,
                 "completed": len(done),

@@ -40,7 +40,7 @@ async def cpu_per_request(
         for _ in range(50):
             await one()
         sampler = ProcessSampler({"server": (pid, False)}).start()
-        statuses = await paced(one, rate=rate, duration=duration)
+        statuses = (await paced(one, rate=rate, duration=duration)).results
         cpu_seconds = sampler.stop()["server"]["cpu_cores"] * sampler.elapsed
     return cpu_seconds / len(statuses) * 1000, {s: statuses.count(s) for s in set(statuses)}
 

@@ -28,6 +28,7 @@ import httpx
 import msgspec
 import nats
 
+from bench.common import paced
 from bench.histogram import HistogramSnapshot, read_histogram
 from bench.lean_http import LeanHTTPClient
 from bench.shapes import wire
@@ -366,12 +367,11 @@ class SuiteDriver:
     async def paced(
         self, definition: str, *, rate: float, duration: float, max_in_flight: int = 2000
     ) -> PhaseOutcome:
-        """Open loop: start ``rate`` instances a second, evenly spaced, each waited for in its own task."""
+        """Open loop: start ``rate`` instances a second, evenly spaced, each waited for in its own
+        task (:func:`bench.common.paced`); stragglers are waited for at most ``max(10, duration)`` s."""
         latencies: list[float] = []
         errors: list[str] = []
         failed = 0
-        in_flight = asyncio.Semaphore(max_in_flight)
-        tasks: list[asyncio.Task[None]] = []
 
         async def tracked() -> None:
             nonlocal failed
@@ -385,22 +385,8 @@ class SuiteDriver:
                     latencies.append(latency)
                 else:
                     failed += 1
-            finally:
-                in_flight.release()
 
-        began = time.perf_counter()
-        count = int(rate * duration)
-        for index in range(count):
-            target = began + index / rate
-            delay = target - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            await in_flight.acquire()
-            tasks.append(asyncio.get_running_loop().create_task(tracked()))
-        elapsed = time.perf_counter() - began
-        # Wait for the stragglers, bounded.
-        await asyncio.wait(tasks, timeout=max(10.0, duration))
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        return PhaseOutcome(latencies, failed, max(elapsed, duration), errors[:5])
+        run = await paced(
+            tracked, rate=rate, duration=duration, max_in_flight=max_in_flight, timeout=max(10.0, duration)
+        )
+        return PhaseOutcome(latencies, failed, max(run.elapsed, duration), errors[:5])
