@@ -39,6 +39,7 @@ __all__ = [
     "PLATFORM_SCHEMA",
     "TENANT_SCHEMA",
     "CommittedOutbox",
+    "OutboxColumns",
     "OutboxMessage",
     "OutboxWrite",
     "SentMarks",
@@ -47,6 +48,7 @@ __all__ = [
     "create_engine",
     "ensure_database",
     "metadata",
+    "outbox_columns",
     "outbox_parameters",
     "outbox_table",
     "tenants_table",
@@ -272,6 +274,15 @@ OUTBOX_WRITE_COLUMNS = (
 )
 _WRITE_OUTBOX = sa.text(f"WITH {OUTBOX_WRITE_CTES} SELECT {OUTBOX_WRITE_COLUMNS}")
 
+OutboxColumns = tuple[Sequence[int] | None, Sequence[int] | None, Sequence[int] | None]
+"""What :meth:`UnitOfWork.outbox_written` takes after ``write``: the rows' ids, the older unsent ids,
+the ids marked sent."""
+
+
+def outbox_columns(row: Any, /) -> OutboxColumns:
+    """The :data:`OUTBOX_WRITE_COLUMNS` of a result row, in :meth:`UnitOfWork.outbox_written`'s order."""
+    return row.outbox_ids, row.outbox_older, row.outbox_marked
+
 
 def outbox_parameters(write: OutboxWrite, /) -> dict[str, list[Any]]:
     """The bind parameters of :data:`OUTBOX_WRITE_CTES` (headers as JSON text: asyncpg's jsonb
@@ -418,7 +429,7 @@ class UnitOfWork:
             return
         write = self.take_outbox()
         row = (await self.conn.execute(_WRITE_OUTBOX, outbox_parameters(write))).one()
-        self.outbox_written(write, row.outbox_ids, row.outbox_older, row.outbox_marked)
+        self.outbox_written(write, *outbox_columns(row))
 
     def committed(self) -> CommittedOutbox:
         """The outbox rows written (after the commit: hand them to the relay). An earlier statement

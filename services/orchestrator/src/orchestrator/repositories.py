@@ -24,7 +24,9 @@ from wf_platform.db import (
     OUTBOX_WRITE_COLUMNS,
     OUTBOX_WRITE_CTES,
     TENANT_SCHEMA,
+    OutboxColumns,
     OutboxWrite,
+    outbox_columns,
     outbox_parameters,
 )
 from workflow_core import InstanceState
@@ -240,10 +242,6 @@ class WriteConflict(Exception):  # noqa: N818 - a condition to handle, not a fai
 
 _WRITE_CONFLICT_SQLSTATE = "WF409"
 """Raised by ``orch.write_guard`` (shared migration 0002)."""
-
-
-_OutboxColumns = tuple[list[int] | None, list[int] | None, list[int] | None]
-""":data:`~wf_platform.db.OUTBOX_WRITE_COLUMNS`, for :meth:`UnitOfWork.outbox_written`."""
 
 
 def _quoted(schema: str, /) -> str:
@@ -511,7 +509,7 @@ class InstanceRepository:
             jobs.update(dict.fromkeys(map(str, r.job_ids), row.id))
         return jobs, locked
 
-    async def write(self, writes: Writes, outbox: OutboxWrite, /) -> _OutboxColumns:
+    async def write(self, writes: Writes, outbox: OutboxWrite, /) -> OutboxColumns:
         """Flush a unit of work's writes and its outbox rows (:meth:`UnitOfWork.take_outbox`) with
         one statement, whatever their number (see :func:`_write_statement`).
 
@@ -547,7 +545,7 @@ class InstanceRepository:
 
     async def start(
         self, starts: Sequence[NewInstance], writes: Writes, outbox: OutboxWrite, /
-    ) -> _OutboxColumns:
+    ) -> OutboxColumns:
         """Store new instances with what their start causes (``writes``: attempts and timers, no
         instance updates) and their outbox rows, with one statement (see :func:`_start_statement`).
 
@@ -582,14 +580,14 @@ class InstanceRepository:
             },
         )
 
-    async def _guarded(self, statement: sa.TextClause, parameters: dict[str, Any], /) -> _OutboxColumns:
+    async def _guarded(self, statement: sa.TextClause, parameters: dict[str, Any], /) -> OutboxColumns:
         try:
             row = (await self.conn.execute(statement, parameters)).one()
         except DBAPIError as exc:
             if getattr(exc.orig, "sqlstate", None) == _WRITE_CONFLICT_SQLSTATE:
                 raise WriteConflict(str(exc.orig)) from None
             raise
-        return row.outbox_ids, row.outbox_older, row.outbox_marked
+        return outbox_columns(row)
 
     async def list(
         self,
