@@ -59,6 +59,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from wf_platform.bus import EventBus, PublishError
 from wf_platform.db import CommittedOutbox, OutboxMessage, outbox_table
 from wf_platform.metrics import PlatformMetrics
+from wf_platform.settings import ServiceSettings
 
 __all__ = ["OutboxRelay"]
 
@@ -120,10 +121,11 @@ class OutboxRelay:
         /,
         *,
         metrics: PlatformMetrics | None = None,
-        poll_seconds: float = 1.0,
-        batch_size: int = 200,
+        # The services' defaults (a service passes its settings; tests may leave them out).
+        poll_seconds: float = ServiceSettings.outbox_poll_seconds,
+        batch_size: int = ServiceSettings.outbox_batch_size,
         retention_seconds: float = 3600.0,
-        mark_delay_seconds: float = 0.01,
+        mark_delay_seconds: float = ServiceSettings.outbox_mark_delay_seconds,
     ) -> None:
         self.engine = engine
         self.bus = bus
