@@ -277,9 +277,11 @@ class LedgerWorker:
         self.dead = asyncio.Event()
         self._nc: Any = None
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     async def start(self) -> LedgerWorker:
         self.dead.clear()
+        self._stopping = False
         self._nc = await nats.connect(
             self.nats_url,
             name=self.name,
@@ -305,7 +307,7 @@ class LedgerWorker:
         return self
 
     async def _loop(self, js: Any, subscription: Any) -> None:
-        while True:
+        while not self._stopping:
             try:
                 messages = await subscription.fetch(self.batch, timeout=0.5)
             except (TimeoutError, nats.errors.TimeoutError):
@@ -350,11 +352,20 @@ class LedgerWorker:
         self.dead.set()
 
     async def stop(self) -> None:
+        # Python 3.11's asyncio.wait_for (inside nats-py's fetch) can swallow a cancellation that
+        # arrives as its inner wait completes: the loop would then fetch on forever and `await task`
+        # never return (a chaos soak hung here for 800 s). The flag ends the loop at its next turn,
+        # and the cancellation is repeated, bounded, until the task is done.
+        self._stopping = True
         task, self._task = self._task, None
-        if task is not None and not task.done():
+        for _ in range(20):  # bounded: 10 s
+            if task is None or task.done():
+                break
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await asyncio.wait({task}, timeout=0.5)
+        if task is not None and task.done() and not task.cancelled():
+            with contextlib.suppress(Exception):
+                task.result()  # retrieved, so that asyncio does not log it as never retrieved
         await self._die()
 
 
