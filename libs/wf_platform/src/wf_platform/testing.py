@@ -169,13 +169,26 @@ async def asgi_client(app: Any, /) -> AsyncGenerator[httpx.AsyncClient]:
             yield client
 
 
+_RESERVED_PORTS: dict[int, Any] = {}
+"""Ports handed out by :func:`free_port`, each with the socket that holds it until :func:`serve`."""
+
+
 def free_port() -> int:
-    """A free TCP port on 127.0.0.1 (free now; bind it soon)."""
+    """A free TCP port on 127.0.0.1, held for this process until :func:`serve` listens on it.
+
+    The socket that found it stays bound (``SO_REUSEADDR``, not listening): no other bind and no
+    outgoing connection's ephemeral port can take the port meanwhile, which a closed socket allowed
+    (a CI run once lost a service's port that way). :func:`serve` listens on that very socket. A
+    server that sets ``SO_REUSEADDR`` itself (uvicorn, nats-server, Postgres) can still bind the port.
+    """
     import socket
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = int(sock.getsockname()[1])
+    _RESERVED_PORTS[port] = sock
+    return port
 
 
 @asynccontextmanager
@@ -190,7 +203,10 @@ async def serve(
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan=lifespan)
     )
-    task = asyncio.get_running_loop().create_task(server.serve())
+    reserved = _RESERVED_PORTS.pop(port, None)  # the socket that holds a free_port() port
+    task = asyncio.get_running_loop().create_task(
+        server.serve(sockets=[reserved]) if reserved is not None else server.serve()
+    )
     for _ in range(800):  # bounded: 20 s
         if server.started:
             break
