@@ -21,7 +21,7 @@ def _ping() -> str:
 def test_a_free_port_cannot_be_bound_by_anyone_else_before_it_is_served() -> None:
     port = free_port()
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as other:
-        with pytest.raises(OSError) as refused:
+        with pytest.raises(OSError, match="in use") as refused:
             other.bind(("127.0.0.1", port))
         assert refused.value.errno == errno.EADDRINUSE
 
