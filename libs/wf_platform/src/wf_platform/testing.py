@@ -187,8 +187,18 @@ def free_port() -> int:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = int(sock.getsockname()[1])
+    if not _RESERVED_PORTS:
+        import atexit
+
+        atexit.register(_release_ports)  # ports never served: closed quietly at exit
     _RESERVED_PORTS[port] = sock
     return port
+
+
+def _release_ports() -> None:
+    while _RESERVED_PORTS:
+        _, sock = _RESERVED_PORTS.popitem()
+        sock.close()
 
 
 @asynccontextmanager
