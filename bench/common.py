@@ -130,6 +130,8 @@ class ProcessSampler:
         self._t1 = 0.0
         self._cpu0: Any = None
         self._autovacuum_samples = 0
+        self._autovacuum_pids: dict[int, bool] = {}
+        """Per process, once: is it a Postgres autovacuum worker (a process keeps its role)."""
         self.machine: dict[str, float] = {}
         """Set by :meth:`stop`: see the class docstring."""
 
@@ -141,6 +143,13 @@ class ProcessSampler:
             except psutil.Error:
                 return None
         return proc
+
+    def _is_autovacuum_worker(self, proc: psutil.Process, /) -> bool:
+        known = self._autovacuum_pids.get(proc.pid)
+        if known is None:
+            # Postgres names its processes in their command line ("postgres: autovacuum worker <db>").
+            known = self._autovacuum_pids[proc.pid] = "autovacuum worker" in " ".join(proc.cmdline())
+        return known
 
     def _sample(self, *, first: bool) -> None:
         autovacuum = False
@@ -160,7 +169,7 @@ class ProcessSampler:
                     with proc.oneshot():
                         times = proc.cpu_times()
                         rss = proc.memory_info().rss / 2**20
-                        if with_children and pid != root and _is_autovacuum_worker(proc):
+                        if with_children and pid != root and self._is_autovacuum_worker(proc):
                             autovacuum = True
                 except psutil.Error:
                     continue
@@ -211,11 +220,6 @@ class ProcessSampler:
                 "rss_mb_root_max": round(self._rss_root_max[name], 1),
             }
         return out
-
-
-def _is_autovacuum_worker(proc: psutil.Process, /) -> bool:
-    # Postgres names its processes in their command line ("postgres: autovacuum worker <db>").
-    return "autovacuum worker" in " ".join(proc.cmdline())
 
 
 def _machine_usage(before: Any, after: Any, wall: float, /) -> dict[str, float]:
@@ -348,12 +352,12 @@ async def paced(
     slots = asyncio.Semaphore(max_in_flight) if max_in_flight is not None else None
     tasks: list[asyncio.Task[T]] = []
 
-    async def limited() -> T:
-        assert slots is not None
+    async def call() -> T:
         try:
             return await one()
         finally:
-            slots.release()
+            if slots is not None:
+                slots.release()
 
     began = time.perf_counter()
     for index in range(int(rate * duration)):
@@ -362,7 +366,7 @@ async def paced(
             await asyncio.sleep(delay)
         if slots is not None:
             await slots.acquire()
-        tasks.append(loop.create_task(limited() if slots is not None else one()))
+        tasks.append(loop.create_task(call()))
     elapsed = time.perf_counter() - began
     if tasks:
         _, late = await asyncio.wait(tasks, timeout=timeout)

@@ -7,6 +7,8 @@ token = keys.token(tenant=unique_tenant(), roles=["definitions:read"])
 
 from __future__ import annotations
 
+import atexit
+import socket
 import time
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
@@ -169,8 +171,16 @@ async def asgi_client(app: Any, /) -> AsyncGenerator[httpx.AsyncClient]:
             yield client
 
 
-_RESERVED_PORTS: dict[int, Any] = {}
+_RESERVED_PORTS: dict[int, socket.socket] = {}
 """Ports handed out by :func:`free_port`, each with the socket that holds it until :func:`serve`."""
+
+
+@atexit.register
+def _release_ports() -> None:
+    """Close the ports never served (quietly, instead of unclosed-socket warnings at exit)."""
+    while _RESERVED_PORTS:
+        _, sock = _RESERVED_PORTS.popitem()
+        sock.close()
 
 
 def free_port() -> int:
@@ -181,24 +191,12 @@ def free_port() -> int:
     (a CI run once lost a service's port that way). :func:`serve` listens on that very socket. A
     server that sets ``SO_REUSEADDR`` itself (uvicorn, nats-server, Postgres) can still bind the port.
     """
-    import socket
-
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = int(sock.getsockname()[1])
-    if not _RESERVED_PORTS:
-        import atexit
-
-        atexit.register(_release_ports)  # ports never served: closed quietly at exit
     _RESERVED_PORTS[port] = sock
     return port
-
-
-def _release_ports() -> None:
-    while _RESERVED_PORTS:
-        _, sock = _RESERVED_PORTS.popitem()
-        sock.close()
 
 
 @asynccontextmanager

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Generator, Sequence
+from collections.abc import Generator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -105,14 +105,8 @@ class Runtime:
         self.instances = InstanceCache()
         """The states this process wrote last (a result for one of them is applied without a read)."""
         self.starts = StartBatcher(
-            self._started,
-            on_conflict=metrics.write_conflicts.labels(source="start").inc,
-            on_stored=self._remember_started,
+            self._started, on_conflict=metrics.write_conflicts.labels(source="start").inc
         )
-
-    def _remember_started(self, tenant: str, starts: Sequence[PendingStart], /) -> None:
-        for start in starts:
-            self.instances.put(tenant, start.instance.row())
 
     async def _started(self, uow: UnitOfWork, writes: Writes, start: PendingStart, /) -> None:
         """What a new instance causes in its start transaction: its ``started`` event, then the
@@ -134,6 +128,9 @@ class Runtime:
             ordering_key=state.instance_id,
         )
         uow.after_commit(self.metrics.instances.labels(event="started").inc)
+        tenant = uow.tenant
+        # Once stored, the new instance is this process's latest known state of it (see Batch.flush).
+        uow.after_commit(lambda: self.instances.put(tenant, start.instance.row()))
         await self.carry_out(uow, writes, state, start.commands)
 
     async def machine(

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from opentelemetry import context as otel_context
@@ -65,14 +65,11 @@ class StartBatcher:
         *,
         max_batch: int = 64,
         on_conflict: Callable[[], None] | None = None,
-        on_stored: Callable[[str, Sequence[PendingStart]], None] | None = None,
     ) -> None:
         self.effects = effects
         self.max_batch = max_batch
         self.on_conflict = on_conflict
         """Called when a batch's statement found an idempotency key taken (and wrote nothing)."""
-        self.on_stored = on_stored
-        """Called with the tenant and the starts a statement stored, once it committed."""
         self._queues: dict[str, list[PendingStart]] = {}
         self._writers: dict[str, asyncio.Task[None]] = {}
 
@@ -146,8 +143,6 @@ class StartBatcher:
             outbox = uow.take_outbox()
             repo = InstanceRepository(uow.conn)
             uow.outbox_written(outbox, *await repo.start([s.instance for s in batch], writes, outbox))
-        if self.on_stored is not None:
-            self.on_stored(db.tenant, batch)
 
     async def _effects_in_context(self, uow: UnitOfWork, writes: Writes, start: PendingStart) -> None:
         token = otel_context.attach(start.context)
