@@ -39,11 +39,11 @@ test-chaos: bootstrap ## Chaos tier: connections cut every 3 s for a minute, a s
 
 .PHONY: bench
 bench: bootstrap ## Benchmarks: the suite vs LocalEngine, litestar-workflows and the Temporal dev server (bench/README.md)
-	UV=$(UV) $(UV) run --frozen --with psutil --with matplotlib --with aiohttp --with py-spy python -m bench.run $(BENCH_ARGS)
+	UV=$(UV) $(UV) run --frozen --with matplotlib --with aiohttp --with py-spy python -m bench.run $(BENCH_ARGS)
 
 .PHONY: bench-floor
 bench-floor: bootstrap ## The I/O floor of a W1 instance here: the same path with no engine (bench/floor.py)
-	$(UV) run --frozen --with psutil python -m bench.floor --out bench/results/floor-latest.json $(FLOOR_ARGS)
+	$(UV) run --frozen python -m bench.floor --out bench/results/floor-latest.json $(FLOOR_ARGS)
 
 .PHONY: lint
 lint: bootstrap ## ruff check and format check

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
 import functools
@@ -21,16 +22,36 @@ from wf_stack.errors import PortInUseError
 LOCALHOST = "127.0.0.1"
 
 
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that nothing listens on right now.
+_HELD_PORTS: dict[int, socket.socket] = {}
+"""Ports handed out by :func:`free_port`, each with the socket that keeps holding it."""
+_MAX_HELD_PORTS = 64
+"""Held sockets beyond this many are closed, oldest first: their servers have long bound them."""
 
-    The kernel picks it; the socket is closed again, so another process could take it before the
-    server binds it. That race is accepted: the server then fails with a clear log line.
+
+@atexit.register
+def _release_ports() -> None:
+    while _HELD_PORTS:
+        _, sock = _HELD_PORTS.popitem()
+        sock.close()
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that nothing listens on, held for the server to be started.
+
+    The socket that found the port stays bound (``SO_REUSEADDR``, never listening), so no other
+    bind without that option and no outgoing connection's ephemeral port can take the port while
+    the server process starts (a closed socket allowed it: a CI run once lost a port that way). The
+    servers started here set ``SO_REUSEADDR`` themselves (uvicorn, nats-server, Postgres), so they
+    bind and listen on the held port, on a restart too. The last 64 ports stay held.
     """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOCALHOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((LOCALHOST, 0))
+    port: int = sock.getsockname()[1]
+    _HELD_PORTS[port] = sock
+    while len(_HELD_PORTS) > _MAX_HELD_PORTS:
+        _HELD_PORTS.pop(next(iter(_HELD_PORTS))).close()
+    return port
 
 
 def ensure_port_free(port: int, *, service: str) -> None:
