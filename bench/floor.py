@@ -41,7 +41,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
 from bench.common import ProcessSampler, machine_info, paced, percentiles
 from bench.floor_service import RESULTS_DURABLE, TENANT
 from bench.lean_http import LeanHTTPClient
-from bench.suite import Stack
+from bench.suite import POSTGRES_SETTINGS, Stack
 from wf_stack import NatsServer, PostgresServer
 from wf_stack._os import free_port
 from wf_stack.services import ServiceProcess
@@ -169,7 +169,7 @@ async def _prepare(pg_url: str, nats_url: str) -> None:
 def _run(args: argparse.Namespace) -> int:
     # The suite's stack object, with only its servers and its bench workers: no suite services.
     stack = Stack(workers=args.workers, tenant=TENANT)
-    stack.pg = PostgresServer.start(fsync=True, settings={"shared_buffers": "256MB"})
+    stack.pg = PostgresServer.start(fsync=True, settings=POSTGRES_SETTINGS)
     stack.nats = NatsServer.start()
     service: ServiceProcess | None = None
     try:
