@@ -46,7 +46,7 @@ POSTGRES_SETTINGS = {
     "shared_buffers": "256MB",
     # The default (60 s) visits a database once a minute, so the dead rows of a whole maximum phase
     # (instances, attempts, timers, outbox rows) were vacuumed inside the half-load phase that
-    # follows it: 1.9-3.4 s of autovacuum in that phase, 1.2-1.5 s with 10 s (bench/README,
+    # follows it: 1.9-4.1 s of autovacuum in that phase, 1.2-3.1 s with 10 s (bench/README,
     # "Thirteenth pass"). Small, frequent vacuums are what a queue-shaped table wants in production too.
     "autovacuum_naptime": "10s",
 }
