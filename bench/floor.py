@@ -42,8 +42,7 @@ from bench.common import ProcessSampler, machine_info, paced, percentiles
 from bench.floor_service import RESULTS_DURABLE, TENANT
 from bench.lean_http import LeanHTTPClient
 from bench.suite import POSTGRES_SETTINGS, Stack
-from wf_stack import NatsServer, PostgresServer
-from wf_stack._os import free_port
+from wf_stack import NatsServer, PostgresServer, free_port
 from wf_stack.services import ServiceProcess
 
 STREAMS = {"WF_JOBS": "wf.jobs.>", "WF_RESULTS": "wf.results.>", "WF_EVENTS": "wf.events.>"}

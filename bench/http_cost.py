@@ -22,7 +22,7 @@ import aiohttp
 
 from bench.common import ProcessSampler, paced
 from bench.suite import Stack
-from wf_stack._os import free_port
+from wf_stack import free_port
 from wf_stack.services import ServiceProcess
 
 

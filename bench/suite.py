@@ -34,7 +34,8 @@ from bench.lean_http import LeanHTTPClient
 from bench.shapes import wire
 from wf_platform.loop_lag import LOOP_LAG_METRIC
 from wf_platform.testing import SigningKeys, bearer
-from wf_stack._os import die_with_parent, free_port
+from wf_stack import free_port
+from wf_stack._os import die_with_parent
 from wf_stack.nats import NatsServer
 from wf_stack.postgres import PostgresServer
 from wf_stack.services import ServiceProcess

@@ -14,7 +14,8 @@ import pytest
 from litestar import Litestar, get, post
 from litestar.params import JSONBody
 
-from wf_platform.testing import free_port, serve
+from wf_platform.testing import serve
+from wf_stack import free_port
 
 Reply = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[bool]]
 """Handles one request on a connection; False closes the connection."""

@@ -22,7 +22,7 @@ from nats.js.api import AckPolicy, ConsumerConfig
 
 from wf_platform.streams import WF_EVENTS, WF_JOBS, WF_RESULTS, WF_TASKS, ensure_stream
 from wf_platform.testing import SigningKeys, bearer, unique_tenant
-from wf_stack._os import free_port
+from wf_stack import free_port
 from wf_stack.pytest_plugin import database_url
 from wf_stack.services import ServiceProcess
 from workflow_core.messages import JobMessage, JobResult

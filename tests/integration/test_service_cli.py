@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from wf_platform.testing import SigningKeys
-from wf_stack._os import free_port
+from wf_stack import free_port
 from wf_stack.pytest_plugin import database_url
 from wf_stack.services import ServiceProcess
 

@@ -39,7 +39,8 @@ from wf_platform.logs import tenant_var
 from wf_platform.plugin import get_platform
 from wf_platform.streams import ensure_stream
 from wf_platform.tenancy import TenantId
-from wf_platform.testing import SigningKeys, asgi_client, bearer, free_port, in_own_task, serve, unique_tenant
+from wf_platform.testing import SigningKeys, asgi_client, bearer, in_own_task, serve, unique_tenant
+from wf_stack import free_port
 from wf_stack.pytest_plugin import database_url
 from workflow_core.messages import DefinitionRef, TaskCreatedMessage
 

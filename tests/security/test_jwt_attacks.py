@@ -29,7 +29,8 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.x509.oid import NameOID
 
 from wf_platform.auth import InvalidTokenError, JwksKeySource, JwtVerifier, StaticKeySource
-from wf_platform.testing import SigningKeys, free_port, serve
+from wf_platform.testing import SigningKeys, serve
+from wf_stack import free_port
 
 ISS, AUD, LEEWAY = "wf-dev", "wf", 30
 

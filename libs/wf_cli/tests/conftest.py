@@ -23,7 +23,8 @@ from orchestrator.settings import Settings as OrchestratorSettings
 from task_inbox.app import create_app as create_inbox
 from task_inbox.settings import Settings as InboxSettings
 from wf_client import WorkflowClient
-from wf_platform.testing import SigningKeys, free_port, serve, unique_tenant
+from wf_platform.testing import SigningKeys, serve, unique_tenant
+from wf_stack import free_port
 from wf_stack.pytest_plugin import database_url
 from wf_worker import Worker
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 
+import httpx
 import nats
 import pytest
 
@@ -22,6 +23,13 @@ def test_a_free_port_cannot_be_taken_by_another_bind_before_its_server_starts() 
 
     with pytest.raises(OSError, match="Address already in use"):
         plain_bind(port)
+
+
+def test_nothing_listens_on_a_held_port() -> None:
+    # Some tests point a client at a free port on purpose ("nothing there"): it must refuse at once.
+    port = free_port()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
 
 
 def test_a_server_that_reuses_addresses_listens_on_a_held_port() -> None:

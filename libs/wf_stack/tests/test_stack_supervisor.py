@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from wf_stack import NatsServer, PortInUseError
-from wf_stack._os import free_port
+from wf_stack import NatsServer, PortInUseError, free_port
 from wf_stack.dev import build_dev_stack
 from wf_stack.supervisor import CommandUnit, DevStack, ServerUnit
 

@@ -26,7 +26,8 @@ from definition_registry import Settings as RegistrySettings
 from definition_registry import create_app as create_registry
 from orchestrator.app import create_app, get_orchestrator
 from orchestrator.settings import Settings
-from wf_platform.testing import SigningKeys, asgi_client, bearer, free_port, in_own_task, serve, unique_tenant
+from wf_platform.testing import SigningKeys, asgi_client, bearer, in_own_task, serve, unique_tenant
+from wf_stack import free_port
 from wf_stack.pytest_plugin import database_url
 from workflow_core.messages import JobMessage, JobResult, TaskCompletedMessage, TaskCreatedMessage
 from workflow_core.models import StepError

@@ -15,7 +15,8 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanKind
 
 from wf_platform.telemetry import add_span_processor, extract_context, inject_trace_headers
-from wf_platform.testing import free_port, serve
+from wf_platform.testing import serve
+from wf_stack import free_port
 from workflow_core.messages import JobMessage, JobResult
 
 from .conftest import Suite

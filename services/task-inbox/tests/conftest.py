@@ -31,7 +31,8 @@ from task_inbox.inbox import Inbox, get_inbox
 from task_inbox.services import TaskIntake
 from wf_platform.plugin import get_platform
 from wf_platform.tenancy import TenantId
-from wf_platform.testing import SigningKeys, asgi_client, bearer, free_port, in_own_task, unique_tenant
+from wf_platform.testing import SigningKeys, asgi_client, bearer, in_own_task, unique_tenant
+from wf_stack import free_port
 from workflow_core.messages import DefinitionRef, TaskCreatedMessage
 
 WORK = ("tasks:work",)

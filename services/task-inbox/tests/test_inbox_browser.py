@@ -12,7 +12,8 @@ from task_inbox import Settings, create_app
 from task_inbox.services import TaskIntake
 from wf_platform.plugin import get_platform
 from wf_platform.tenancy import TenantId
-from wf_platform.testing import free_port, serve
+from wf_platform.testing import serve
+from wf_stack import free_port
 
 from .conftest import ARTIFACTS, browser_sign_in, chromium_page, created_message
 

@@ -21,7 +21,8 @@ from definition_registry import create_app as create_registry
 from orchestrator.app import create_app as create_orchestrator
 from orchestrator.settings import Settings as OrchestratorSettings
 from task_inbox import Settings, create_app
-from wf_platform.testing import SigningKeys, bearer, free_port, serve
+from wf_platform.testing import SigningKeys, bearer, serve
+from wf_stack import free_port
 from wf_stack.pytest_plugin import database_url
 
 from .conftest import ARTIFACTS, browser_sign_in, chromium_page

@@ -7,8 +7,6 @@ token = keys.token(tenant=unique_tenant(), roles=["definitions:read"])
 
 from __future__ import annotations
 
-import atexit
-import socket
 import time
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
@@ -27,7 +25,6 @@ __all__ = [
     "SigningKeys",
     "asgi_client",
     "bearer",
-    "free_port",
     "in_app_loop",
     "in_own_task",
     "serve",
@@ -171,39 +168,14 @@ async def asgi_client(app: Any, /) -> AsyncGenerator[httpx.AsyncClient]:
             yield client
 
 
-_RESERVED_PORTS: dict[int, socket.socket] = {}
-"""Ports handed out by :func:`free_port`, each with the socket that holds it until :func:`serve`."""
-
-
-@atexit.register
-def _release_ports() -> None:
-    """Close the ports never served (quietly, instead of unclosed-socket warnings at exit)."""
-    while _RESERVED_PORTS:
-        _, sock = _RESERVED_PORTS.popitem()
-        sock.close()
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1, held for this process until :func:`serve` listens on it.
-
-    The socket that found it stays bound (``SO_REUSEADDR``, not listening): no other bind and no
-    outgoing connection's ephemeral port can take the port meanwhile, which a closed socket allowed
-    (a CI run once lost a service's port that way). :func:`serve` listens on that very socket. A
-    server that sets ``SO_REUSEADDR`` itself (uvicorn, nats-server, Postgres) can still bind the port.
-    """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = int(sock.getsockname()[1])
-    _RESERVED_PORTS[port] = sock
-    return port
-
-
 @asynccontextmanager
 async def serve(
     app: Any, port: int, /, *, lifespan: Literal["on", "off", "auto"] = "on"
 ) -> AsyncGenerator[str]:
-    """Serve an ASGI ``app`` with uvicorn on 127.0.0.1:``port`` in this event loop; yields the base URL."""
+    """Serve an ASGI ``app`` with uvicorn on 127.0.0.1:``port`` in this event loop; yields the base URL.
+
+    Take the port from :func:`wf_stack.free_port`: it stays held until a server binds it, and
+    uvicorn binds it like any server does (``SO_REUSEADDR``)."""
     import asyncio
 
     import uvicorn
@@ -211,10 +183,7 @@ async def serve(
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan=lifespan)
     )
-    reserved = _RESERVED_PORTS.pop(port, None)  # the socket that holds a free_port() port
-    task = asyncio.get_running_loop().create_task(
-        server.serve(sockets=[reserved]) if reserved is not None else server.serve()
-    )
+    task = asyncio.get_running_loop().create_task(server.serve())
     for _ in range(800):  # bounded: 20 s
         if server.started:
             break

@@ -12,6 +12,7 @@ Servers can be stopped, restarted on the same data and ports, killed, paused and
 what fault-injection tests need.
 """
 
+from wf_stack._os import free_port
 from wf_stack.errors import (
     BinaryNotFoundError,
     PortInUseError,
@@ -33,4 +34,5 @@ __all__ = [
     "StackError",
     "find_nats_server",
     "find_postgres_bindir",
+    "free_port",
 ]
