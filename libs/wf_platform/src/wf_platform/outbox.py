@@ -53,11 +53,10 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
-from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from wf_platform.bus import EventBus, PublishError
-from wf_platform.db import CommittedOutbox, OutboxMessage, outbox_table
+from wf_platform.db import CommittedOutbox, DriverStatement, OutboxMessage, outbox_table
 from wf_platform.metrics import PlatformMetrics
 from wf_platform.settings import ServiceSettings
 
@@ -99,9 +98,8 @@ _MARK_SENT = (
     .where(outbox_table.c.id == sa.func.any(sa.bindparam("ids", type_=pg.ARRAY(sa.BigInteger))))
     .values(sent_at=sa.func.now())
 )
-# The same statement for the fast path's batched mark, sent on the driver connection (one positional
-# array parameter, ``$1``).
-_MARK_SENT_SQL = str(_MARK_SENT.compile(dialect=asyncpg_dialect()))
+# The same statement for the fast path's batched mark, sent on the driver connection.
+_MARK_SENT_NOW = DriverStatement(_MARK_SENT)
 _REMEMBERED = 65_536
 """How many ids published on the fast path are remembered (to let later commits of their keys
 queue behind them); far more than can be unsent at once."""
@@ -269,8 +267,7 @@ class OutboxRelay:
                 async with self.engine.connect() as conn:
                     # One statement is its own transaction: sent on the driver's connection, so no
                     # BEGIN / COMMIT round trips around it (and no session setting changed).
-                    raw = await conn.get_raw_connection()
-                    await raw.driver_connection.execute(_MARK_SENT_SQL, self._marking)  # pyright: ignore[reportOptionalMemberAccess]
+                    await _MARK_SENT_NOW.execute(conn, {"ids": self._marking})
             except Exception:
                 # Still unsent: retried here; after a crash a pass republishes them (the
                 # duplicate window drops the copies).

@@ -16,7 +16,6 @@ from typing import Any
 import msgspec
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from orchestrator.tables import definitions, instances, step_attempts, timers
@@ -24,6 +23,7 @@ from wf_platform.db import (
     OUTBOX_WRITE_COLUMNS,
     OUTBOX_WRITE_CTES,
     TENANT_SCHEMA,
+    DriverStatement,
     OutboxColumns,
     OutboxWrite,
     outbox_columns,
@@ -325,18 +325,21 @@ _ARMED = """armed AS (
 )"""
 
 
-def _statement(schema: str, parts: Sequence[str], guard: str, /) -> sa.TextClause:
+def _statement(schema: str, parts: Sequence[str], guard: str, /) -> DriverStatement:
     """``WITH <parts>, <outbox> SELECT <guard>, <outbox ids>``: the guard (a condition on the
-    parts' results) fails the whole statement with :class:`WriteConflict` when false."""
+    parts' results) fails the whole statement with :class:`WriteConflict` when false. Sent on the
+    driver connection: it is the unit's last statement."""
     ctes = [part.format(tenant=_quoted(schema), timers=f"{timers.schema}.{timers.name}") for part in parts]
-    return sa.text(
-        f"WITH {', '.join(ctes)}, {OUTBOX_WRITE_CTES}\n"
-        f"SELECT {timers.schema}.write_guard({guard}) AS guard, {OUTBOX_WRITE_COLUMNS}"
+    return DriverStatement(
+        sa.text(
+            f"WITH {', '.join(ctes)}, {OUTBOX_WRITE_CTES}\n"
+            f"SELECT {timers.schema}.write_guard({guard}) AS guard, {OUTBOX_WRITE_COLUMNS}"
+        )
     )
 
 
 @functools.lru_cache(maxsize=1024)  # one per tenant schema; rebuilt cheaply past that
-def _write_statement(schema: str, /) -> sa.TextClause:
+def _write_statement(schema: str, /) -> DriverStatement:
     """Everything a transition writes, as one statement (one round trip): the instances' new
     states, the attempts dispatched and finished, the timers disarmed and armed, the outbox rows.
 
@@ -355,7 +358,7 @@ def _write_statement(schema: str, /) -> sa.TextClause:
 
 
 @functools.lru_cache(maxsize=1024)
-def _start_statement(schema: str, /) -> sa.TextClause:
+def _start_statement(schema: str, /) -> DriverStatement:
     """New instances with their first attempts, timers and outbox rows, as one statement; nothing
     is written (:class:`WriteConflict`) when an idempotency key is already taken."""
     return _statement(
@@ -580,12 +583,12 @@ class InstanceRepository:
             },
         )
 
-    async def _guarded(self, statement: sa.TextClause, parameters: dict[str, Any], /) -> OutboxColumns:
+    async def _guarded(self, statement: DriverStatement, parameters: dict[str, Any], /) -> OutboxColumns:
         try:
-            row = (await self.conn.execute(statement, parameters)).one()
-        except DBAPIError as exc:
-            if getattr(exc.orig, "sqlstate", None) == _WRITE_CONFLICT_SQLSTATE:
-                raise WriteConflict(str(exc.orig)) from None
+            row = await statement.fetchrow(self.conn, parameters)
+        except Exception as exc:  # asyncpg's errors (a Postgres error carries its SQLSTATE)
+            if getattr(exc, "sqlstate", None) == _WRITE_CONFLICT_SQLSTATE:
+                raise WriteConflict(str(exc)) from None
             raise
         return outbox_columns(row)
 
