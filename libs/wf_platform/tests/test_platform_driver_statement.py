@@ -1,5 +1,5 @@
-"""DriverStatement: a unit's last statement sent on the asyncpg connection beneath SQLAlchemy's. It
-commits and rolls back with the unit, and a connection it leaves unusable never goes back to the pool."""
+"""DriverStatement: a hot statement sent on the asyncpg connection beneath SQLAlchemy's. It commits
+and rolls back with the unit, and a connection it leaves unusable never goes back to the pool."""
 
 from __future__ import annotations
 

@@ -325,6 +325,9 @@ class DriverStatement:
             raise
 
 
+_BEGIN_NOW = sa.text("SELECT 1")
+
+
 async def _driver(conn: AsyncConnection, /) -> Any:
     """The asyncpg connection, in the SQLAlchemy connection's transaction if it has one."""
     driver: Any = (await conn.get_raw_connection()).driver_connection
@@ -336,9 +339,6 @@ async def _driver(conn: AsyncConnection, /) -> Any:
     ):
         await conn.execute(_BEGIN_NOW)  # SQLAlchemy sends BEGIN before it
     return driver
-
-
-_BEGIN_NOW = sa.text("SELECT 1")
 
 
 async def _invalidate_unless_usable(conn: AsyncConnection, driver: Any, exc: BaseException, /) -> None:
