@@ -308,18 +308,16 @@ class DriverStatement:
 
     async def fetchrow(self, conn: AsyncConnection, parameters: dict[str, Any], /) -> Any:
         """The statement's first row (an ``asyncpg.Record``: columns by name), or ``None``."""
-        driver = await _driver(conn)
-        try:
-            return await driver.fetchrow(self.sql, *[parameters[name] for name in self.names])
-        except BaseException as exc:
-            await _invalidate_unless_usable(conn, driver, exc)
-            raise
+        return await self._send(conn, "fetchrow", parameters)
 
     async def execute(self, conn: AsyncConnection, parameters: dict[str, Any], /) -> None:
         """Run the statement, discarding what it returns."""
+        await self._send(conn, "execute", parameters)
+
+    async def _send(self, conn: AsyncConnection, method: str, parameters: dict[str, Any], /) -> Any:
         driver = await _driver(conn)
         try:
-            await driver.execute(self.sql, *[parameters[name] for name in self.names])
+            return await getattr(driver, method)(self.sql, *[parameters[name] for name in self.names])
         except BaseException as exc:
             await _invalidate_unless_usable(conn, driver, exc)
             raise

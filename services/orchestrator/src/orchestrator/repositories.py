@@ -327,8 +327,8 @@ _ARMED = """armed AS (
 
 def _statement(schema: str, parts: Sequence[str], guard: str, /) -> DriverStatement:
     """``WITH <parts>, <outbox> SELECT <guard>, <outbox ids>``: the guard (a condition on the
-    parts' results) fails the whole statement with :class:`WriteConflict` when false. Sent on the
-    driver connection: it is the unit's last statement."""
+    parts' results) fails the whole statement with :class:`WriteConflict` when false. A
+    :class:`~wf_platform.db.DriverStatement`: it writes everything its unit changed."""
     ctes = [part.format(tenant=_quoted(schema), timers=f"{timers.schema}.{timers.name}") for part in parts]
     return DriverStatement(
         sa.text(
